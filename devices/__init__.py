@@ -1,0 +1,1 @@
+"""Device interfaces, real drivers, simulated twins and the virtual bench they share."""
