@@ -1,0 +1,174 @@
+"""Config loading: the shipped configs validate, overrides apply, bad configs are refused by key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from acquisition import config as config_mod
+from acquisition.config import ConfigError, load_config, parse_override
+from acquisition.protocols import PROTOCOLS
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture
+def no_bench_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep [bench] a plain dict whatever the bench package currently holds."""
+    monkeypatch.setattr(config_mod, "_bench_config_class", lambda: None)
+
+
+def _write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_sim_bench_config_is_all_simulated(no_bench_model: None) -> None:
+    cfg = load_config(CONFIGS / "sim-bench.toml")
+    assert {cfg.devices.dmd.kind, cfg.devices.camera.kind, cfg.devices.pump.kind} == {"simulated"}
+    assert cfg.bench == {"configuration": "reflection", "seed": 1, "optical_thickness": 0.0}
+    assert cfg.run.protocol == "bsbd"
+    assert cfg.protocol_params("speckle-sim").samples == ["beads", "neurons"]
+    assert len(cfg.plan()) == 4000
+
+
+def test_real_bench_example_validates(no_bench_model: None) -> None:
+    cfg = load_config(CONFIGS / "real-bench.example.toml")
+    assert (cfg.devices.dmd.kind, cfg.devices.camera.kind, cfg.devices.pump.kind) == (
+        "alp", "micromanager", "newera",
+    )  # fmt: skip
+    assert cfg.devices.pump.url == "COM3"
+    assert cfg.devices.camera.roi == (1216, 952, 128, 128)
+    assert cfg.protocol_params().frames == 500_000
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None)
+    assert cfg.run.protocol == "bsbd" and cfg.protocol_params().exposure_s == 200e-6
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_frames_shorthand_for_every_protocol(name: str, no_bench_model: None) -> None:
+    extra = ["protocols.generalisation.n_train=3", "protocols.generalisation.n_test=1"]
+    cfg = load_config(CONFIGS / "sim-bench.toml", [f"run.protocol={name}", "frames=37", *extra])
+    assert cfg.run.protocol == name
+    assert cfg.protocol_params().frames == 37
+    plan = cfg.plan()
+    assert len(plan) == 37 and plan.events[-1].index == 36
+    # order of --set does not matter: frames follows the final run.protocol
+    cfg = load_config(None, ["frames=11", f"run.protocol={name}", *extra])
+    assert len(cfg.plan()) == 11
+
+
+def test_set_overrides_parse_toml_scalars(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            "run.realtime=true",
+            "run.output_dir=/data/runs",  # bare string
+            "protocols.bsbd.exposure_s=1e-3",
+            "protocols.fisher-scan.offsets_px=[3, 1]",
+            "protocols.speckle-sim.samples=['x', 'y']",
+            "devices.pump.rate_ml_per_h=5",
+        ],
+    )
+    assert cfg.run.realtime is True and cfg.run.output_dir == "/data/runs"
+    assert cfg.protocol_params("bsbd").exposure_s == 1e-3
+    assert cfg.protocol_params("fisher-scan").offsets_px == [1, 3]
+    assert cfg.protocol_params("speckle_sim").samples == ["x", "y"]
+    assert cfg.devices.pump.rate_ml_per_h == 5.0
+    assert parse_override("a.b = 'q'") == (["a", "b"], "q")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("novalue")
+
+
+def test_yaml_accepted(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path, "run:\n  protocol: speckle_sim\nprotocols:\n  speckle-sim:\n    n_masks: 4\n", "c.yaml"
+    )
+    cfg = load_config(p, [])
+    assert cfg.run.protocol == "speckle-sim" and len(cfg.plan()) == 4
+
+
+def test_underscore_section_name_and_frames(tmp_path: Path) -> None:
+    p = _write(tmp_path, '[run]\nprotocol = "speckle-sim"\n[protocols.speckle_sim]\nn_masks = 5\n')
+    cfg = load_config(p, ["frames=3"])
+    assert cfg.protocol_params().n_masks == 5 and cfg.protocol_params().frames == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "key", "problem"),
+    [
+        ("[run]\nprotocl = 'bsbd'\n", [], "run.protocl", "unknown key"),
+        ("[protocols.bsbd]\nexposure_s = -1.0\n", [], "protocols.bsbd.exposure_s", "greater than 0"),
+        ("", ["frames=0"], "protocols.bsbd.frames", "greater than or equal to 1"),
+        ("[run]\nprotocol = 'sim'\n", [], "run.protocol", "unknown protocol 'sim'"),
+        ("[protocols.nope]\nx = 1\n", [], "protocols.nope", "unknown protocol"),
+        ("[devices.camera]\nkind = 'alp'\n", [], "devices.camera.kind", "unknown kind 'alp'"),
+        ("[devices.pump]\nkind = 'newera'\n", [], "devices.pump.url", "Field required"),
+        ("[protocols.bsbd]\ninterval_s = 1e-4\n", [], "protocols.bsbd", "shorter than exposure_s"),
+        ("[protocols.bsbd]\ncentre_px = [1, 1]\n", [], "protocols.bsbd", "does not fit"),
+        ("", ["protocols.generalisation.case=9"], "protocols.generalisation.case", "'1', '2'"),
+    ],
+)
+def test_bad_configs_name_file_key_and_problem(
+    tmp_path: Path, text: str, overrides: list[str], key: str, problem: str, no_bench_model: None
+) -> None:
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p, overrides)
+    msg = str(info.value)
+    assert str(p) in msg
+    assert f"{key}:" in msg
+    assert problem in msg
+
+
+def test_override_origin_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"\[from --set frames=-5\]"):
+        load_config(None, ["frames=-5"])
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[run\n"))
+    with pytest.raises(ConfigError, match="is a value, not a table"):
+        load_config(None, ["run.realtime=true", "run.realtime.x=1"])
+
+
+class _FakeBench(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    configuration: str = "reflection"
+    seed: int = 0
+    optical_thickness: float = 0.0
+
+
+def test_bench_validated_by_bench_model_when_present(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(config_mod, "_bench_config_class", lambda: _FakeBench)
+    cfg = load_config(_write(tmp_path, "[bench]\nseed = 4\n"))
+    assert cfg.bench == {"configuration": "reflection", "seed": 4, "optical_thickness": 0.0}
+    assert isinstance(cfg.bench_config(), _FakeBench)
+    with pytest.raises(ConfigError, match=r"bench\.seedd: unknown key"):
+        load_config(_write(tmp_path, "[bench]\nseedd = 4\n"))
+
+
+def test_bench_kept_as_dict_without_model(no_bench_model: None) -> None:
+    cfg = load_config(None, ["bench.anything=3"])
+    assert cfg.bench == {"anything": 3} and cfg.bench_config() == {"anything": 3}
+
+
+def test_to_dict_uses_file_spelling(no_bench_model: None) -> None:
+    d = load_config(CONFIGS / "sim-bench.toml").to_dict()
+    assert set(d["protocols"]) == set(PROTOCOLS)
+    assert d["protocols"]["speckle-sim"]["n_masks"] == 600
+
+
+def test_device_table_without_kind_is_simulated_and_real_arguments_refused() -> None:
+    cfg = load_config(None, ["devices.pump.rate_ml_per_h=3"])
+    assert cfg.devices.pump.kind == "simulated" and cfg.devices.pump.rate_ml_per_h == 3.0
+    with pytest.raises(ConfigError, match=r"devices\.pump\.url: unknown key"):
+        load_config(None, ["devices.pump.url=COM3"])

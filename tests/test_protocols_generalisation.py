@@ -1,0 +1,218 @@
+"""generalisation (seed 003): each training-set case produces what the paper describes."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from acquisition.protocols import expand
+from acquisition.protocols.generalisation import apply_fluctuation, centre_crop, enlarge, fluctuation
+from acquisition.protocols.targets import TargetSetSpec, make_target_set, read_idx, square_resize, write_idx
+
+DMD = (768, 1024)
+
+
+def _plan(case: str, **kw):
+    return expand("generalisation", {"case": case, "n_train": 6, "n_test": 3, **kw}, DMD)
+
+
+def _digit(bank, index: int) -> np.ndarray:
+    return (square_resize(bank.sets["digits"].image(index), 64) >= 0.5).astype(float)
+
+
+def test_sets_and_shapes_case_2() -> None:
+    plan = _plan("2")
+    labels = [e.sample for e in plan.events]
+    assert labels == ["train"] * 6 + ["test-dense"] * 3 + ["test-digits"] * 3
+    assert {e.role for e in plan.events} == {"T"}
+    bank = plan.patterns
+    assert bank.target_shape == (64, 64)
+    t = bank.target_image(0)
+    assert t.shape == (64, 64) and t.dtype == np.uint8
+    assert set(np.unique(t)) <= {0, 255}  # digits are binary
+    train = {e.extra["source_index"] for e in plan.events if e.sample == "train"}
+    test = {e.extra["source_index"] for e in plan.events if e.sample == "test-digits"}
+    assert not train & test  # held-out test digits
+    face = bank.target_image(6)
+    assert len(np.unique(face)) > 50  # dense grayscale
+
+
+def test_case_1_trains_on_dense_images() -> None:
+    plan = _plan("1")
+    assert plan.events[0].extra["source"] == "faces"
+    assert len(np.unique(plan.patterns.target_image(0))) > 50
+
+
+def test_dmd_pattern_blocks_centred() -> None:
+    plan = _plan("2", block_px=4)
+    img = plan.patterns.pattern(0)
+    t = plan.patterns.target_image(0)
+    assert img.shape == DMD
+    r0, c0 = (768 - 256) // 2, (1024 - 256) // 2
+    np.testing.assert_array_equal(img[r0 : r0 + 256 : 4, c0 : c0 + 256 : 4], t)
+    np.testing.assert_array_equal(img[r0 + 3 : r0 + 256 : 4, c0 + 3 : c0 + 256 : 4], t)
+    assert img.sum() == t.astype(int).sum() * 16  # nothing outside the target area
+    assert (plan.events[0].target_x_px, plan.events[0].target_y_px) == (c0 + 127.5, r0 + 127.5)
+
+
+def test_case_3_enlarges_then_crops() -> None:
+    plan = _plan("3")
+    bank = plan.patterns
+    idx = plan.events[0].extra["source_index"]
+    d = _digit(bank, idx)
+    expected = (centre_crop(enlarge(d, 96), 64) >= 0.5) * 255
+    np.testing.assert_array_equal(bank.target_image(0), expected)
+    assert (bank.target_image(0) > 0).sum() > (d > 0).sum()  # enlarged: more effective pixels
+
+
+def test_fluctuation_formula_and_amplitude() -> None:
+    p = fluctuation(96, 0.7, 2 * np.pi / 16, 2 * np.pi / 24, 0.3, 1.1)
+    assert p.max() - p.min() == pytest.approx(4 * 0.7, rel=0.02)
+    assert p[0, 1] == pytest.approx(0.7 * (np.sin(2 * np.pi / 16 + 0.3) + np.sin(1.1)))
+    ones = np.ones_like(p)
+    m = apply_fluctuation(ones, p, 0.7, "multiply")
+    assert m.min() >= 0.3 - 1e-12 and m.max() <= 1 + 1e-12
+    assert m.max() - m.min() == pytest.approx(0.7, rel=0.02)
+    assert not apply_fluctuation(np.zeros_like(p), p, 0.7, "multiply").any()  # dark stays dark
+
+
+@pytest.mark.parametrize("case", ["4a", "4b"])
+def test_case_4_modulates_enlarged_digit(case: str) -> None:
+    plan = _plan(case)
+    bank = plan.patterns
+    amps = []
+    for e in plan.events[:6]:
+        x = e.extra
+        assert 2 * np.pi / x["kx"] in (16.0, 24.0) and 2 * np.pi / x["ky"] in (16.0, 24.0)
+        assert 0 <= x["phase_x"] < 2 * np.pi and 0 <= x["phase_y"] < 2 * np.pi
+        amps.append(x["amplitude"])
+        d = _digit(bank, x["source_index"])
+        big = (enlarge(d, 96) >= 0.5).astype(float)
+        p = fluctuation(96, x["amplitude"], x["kx"], x["ky"], x["phase_x"], x["phase_y"])
+        expected = np.rint(centre_crop(apply_fluctuation(big, p, x["amplitude"], "multiply"), 64) * 255)
+        np.testing.assert_array_equal(bank.target_image(e.pattern_id), expected)
+        on = bank.target_image(e.pattern_id)[centre_crop(big, 64) > 0]
+        assert on.min() >= np.floor(255 * (1 - x["amplitude"])) - 1
+    if case == "4a":
+        assert amps == [1.0] * 6
+    else:
+        assert all(0 < a <= 1 for a in amps) and len(set(amps)) == 6
+    # grayscale, not binary any more
+    assert len(np.unique(bank.target_image(0))) > 10
+
+
+def test_case_4c_superposes_two_digits() -> None:
+    plan = _plan("4c")
+    bank = plan.patterns
+    for e in plan.events[:6]:
+        x = e.extra
+        assert x["source_index"] != x["source_index_2"]
+        both = np.clip(_digit(bank, x["source_index"]) + _digit(bank, x["source_index_2"]), 0, 1)
+        support = centre_crop(enlarge(both, 96) >= 0.5, 64)
+        shown = bank.target_image(e.pattern_id)
+        assert not shown[~support].any()  # nothing outside the union of the two digits
+        assert support.sum() > centre_crop(enlarge(_digit(bank, x["source_index"]), 96) >= 0.5, 64).sum()
+
+
+def test_case_5_shifted_test_regions() -> None:
+    plan = _plan("5", shifts_px=[[32, 0], [-16, 24]])
+    bank = plan.patterns
+    assert bank.target_shape == (128, 128)
+    by_set = {}
+    for e in plan.events:
+        by_set.setdefault(e.sample, []).append(e)
+    assert set(by_set) == {
+        "train", "test-dense", "test-digits", "test-dense-shift1", "test-digits-shift1",
+        "test-dense-shift2", "test-digits-shift2",
+    }  # fmt: skip
+    assert by_set["train"][0].extra["source"] == "faces"
+    centre = by_set["test-digits"][0]
+    shifted = by_set["test-digits-shift2"][0]
+    assert (centre.extra["x0"], centre.extra["y0"]) == (32, 32)
+    assert (shifted.extra["x0"], shifted.extra["y0"]) == (16, 56)
+    assert shifted.extra["source_index"] == centre.extra["source_index"]  # same digit, moved
+    a, b = bank.target_image(centre.pattern_id), bank.target_image(shifted.pattern_id)
+    np.testing.assert_array_equal(np.roll(a, (24, -16), axis=(0, 1)), b)
+    assert shifted.target_x_px - centre.target_x_px == -16 * 4
+    assert shifted.target_y_px - centre.target_y_px == 24 * 4
+
+
+def test_random_placement_inside_field() -> None:
+    plan = expand("generalisation", {"case": "random", "n_train": 30, "n_test": 5}, DMD)
+    bank = plan.patterns
+    positions = set()
+    for e in plan.events:
+        x0, y0 = e.extra["x0"], e.extra["y0"]
+        assert 0 <= x0 <= 64 and 0 <= y0 <= 64
+        t = bank.target_image(e.pattern_id)
+        assert t.shape == (128, 128)
+        outside = t.copy()
+        outside[y0 : y0 + 64, x0 : x0 + 64] = 0
+        assert not outside.any() and t.any()
+        positions.add((x0, y0))
+    assert len(positions) > 25  # really random, not one place
+    xs = [p[0] for p in positions]
+    assert min(xs) < 20 and max(xs) > 44  # spread across the field
+
+
+def test_binary_display_and_frames_wrap() -> None:
+    plan = expand(
+        "generalisation", {"case": "1", "n_train": 2, "n_test": 1, "display": "binary", "frames": 7}, DMD
+    )
+    assert len(plan) == 7
+    assert set(np.unique(plan.patterns.target_image(0))) == {0, 255}
+    assert plan.events[4].pattern_id == 0 and plan.events[4].extra["repeat"] == 1
+
+
+def test_target_too_big_for_dmd() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        expand("generalisation", {"case": "5", "block_px": 8}, DMD)
+
+
+def test_mnist_idx_round_trip_and_protocol(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    raw = tmp_path / "t10k-images-idx3-ubyte"
+    raw.write_bytes(struct.pack(">BBBB3I", 0, 0, 0x08, 3, 5, 28, 28) + imgs.tobytes())  # by hand
+    gz = tmp_path / "images.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write(raw.read_bytes())
+    np.testing.assert_array_equal(read_idx(raw), imgs)
+    np.testing.assert_array_equal(read_idx(gz), imgs)
+    other = tmp_path / "w.idx.gz"
+    write_idx(other, imgs)
+    np.testing.assert_array_equal(read_idx(other), imgs)
+    s = make_target_set(TargetSetSpec(source="mnist", path=str(gz)))
+    assert len(s) == 5
+    np.testing.assert_allclose(s.image(3), imgs[3] / 255.0)
+    plan = expand(
+        "generalisation",
+        {"case": "2", "n_train": 3, "n_test": 1, "digit_set": {"source": "mnist", "path": str(raw)}},
+        DMD,
+    )
+    assert plan.events[0].extra["source"] == "mnist"
+    assert plan.patterns.target_image(0).shape == (64, 64)
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX"):
+        read_idx(bad)
+
+
+def test_image_folder_and_bundled_images(tmp_path) -> None:
+    from skimage.io import imsave
+
+    imsave(tmp_path / "b.png", np.full((40, 30), 200, np.uint8), check_contrast=False)
+    imsave(tmp_path / "a.tif", np.zeros((20, 20, 3), np.uint8), check_contrast=False)
+    (tmp_path / "notes.txt").write_text("ignored")
+    s = make_target_set(TargetSetSpec(source="folder", path=str(tmp_path)))
+    assert [p.name for p in s.files] == ["a.tif", "b.png"]
+    assert s.image(1).max() == pytest.approx(200 / 255)
+    assert square_resize(s.image(1), 64).shape == (64, 64)
+    imgs = make_target_set(TargetSetSpec(source="images", count=20))
+    assert len(imgs) == 20 and imgs.image(19).min() >= 0 and imgs.image(19).max() <= 1
+    assert imgs.image(19).shape[0] == imgs.image(19).shape[1]  # random square crop
+    with pytest.raises(ValueError, match="needs a 'path'"):
+        TargetSetSpec(source="mnist")
