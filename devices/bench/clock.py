@@ -11,6 +11,7 @@ moves only when a device advances it (a camera exposure, a sequence interval), s
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -54,3 +55,8 @@ class SimClock:
     def subscribe(self, listener: Callable[[float], None]) -> None:
         """Call ``listener(t)`` after every advance (the simulated DMD library follows the clock so)."""
         self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[float], None]) -> None:
+        """Stop calling ``listener``; a no-op when it was never subscribed (close() paths call it freely)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
