@@ -1,0 +1,77 @@
+"""Simulated frames per second of the virtual bench, configuration 1 (seed 000), on one core.
+
+Usage: ``python benchmarks/bench_frames.py [--frames N] [--b 4.2]``
+
+Each frame = the bench's expected photon image at 128x128 (flowing medium, a target
+pattern that cycles through the seed's 25 D positions plus B frames, as in a B,S,B,D run)
++ a noise draw standing in for the camera's sensor model: exact Poisson (numpy) and, for
+comparison, the Gaussian approximation lambda + sqrt(lambda) N(0, 1) (valid here: >> 10
+photons per pixel). Printed as frames/s and the ratio to the bench's real 30 frames/s.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"  # one core: set before numpy/scipy load their thread pools
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from devices.bench.bench import VirtualBench  # noqa: E402
+from devices.bench.clock import SimClock  # noqa: E402
+from devices.bench.config import BenchConfig  # noqa: E402
+
+REAL_FPS = 1.0 / 0.0333  # seed 000: 33.3 ms between frames
+
+
+def _patterns() -> list[np.ndarray | None]:
+    """B, S, B, D: background (None), centre target, background, 25 snake-grid positions."""
+    pats: list[np.ndarray | None] = []
+    for i in range(25):
+        gy, gx = divmod(i, 5)
+        for x, y in ((511, 383), (507 + 2 * gx, 379 + 2 * gy)):
+            pic = np.zeros((768, 1024), np.uint8)
+            pic[y - 2 : y + 3, x - 2 : x + 3] = 255
+            pats += [None, pic]
+    return pats
+
+
+def run(n_frames: int, b: float, noise: str) -> float:
+    pats = _patterns()
+    clock = SimClock()
+    bench = VirtualBench(
+        BenchConfig(medium={"optical_thickness": b}),
+        clock,
+        pattern_source=lambda t: pats[int(round(t / 0.0333)) % len(pats)],
+        flow_source=lambda: 7.0,
+    )
+    rng = np.random.default_rng(0)
+    for i in range(len(pats)):  # warm the per-pattern cache (the 102 distinct pictures)
+        bench.expected_photons(i * 0.0333, 200e-6)
+    t0 = time.perf_counter()
+    for i in range(n_frames):
+        lam = bench.expected_photons((len(pats) + i) * 0.0333, 200e-6)
+        if noise == "poisson":
+            rng.poisson(lam)
+        elif noise == "gauss":
+            lam + np.sqrt(lam) * rng.standard_normal(lam.shape, dtype=np.float32)
+    return n_frames / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--b", type=float, default=4.2, help="optical thickness (seed 000 Fig. 3: 4.2)")
+    args = ap.parse_args()
+    for noise in ("none", "gauss", "poisson"):
+        fps = run(args.frames, args.b, noise)
+        print(f"noise={noise:8s} frames/s={fps:.0f} realtime_ratio={fps / REAL_FPS:.1f}")
+    print("(goal: realtime_ratio >= 100 with noise, i.e. >= 3000 frames/s at 128x128)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The virtual bench: one seeded, deterministic physical model behind every simulated device.
+
+The simulated camera asks ``expected_photons(t_s, exposure_s)`` (mean photons per pixel
+of the full sensor, float64) and applies its own sensor model (shot noise, read noise,
+gain, ADC); the bench reads the DMD picture shown at ``t_s`` through ``pattern_source``
+and the pump flow through ``flow_source``. Determinism: every random draw comes from one
+``numpy.random.Generator`` seeded by ``BenchConfig.seed``, and the flowing medium is a
+Markov process advanced forward in bench time, so the same seed and the same sequence of
+requests give the same frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from devices.bench import medium as med
+from devices.bench.clock import SimClock
+from devices.bench.config import BenchConfig
+from devices.bench.diffuser import DiffuserModel
+from devices.bench.reflection import ReflectionModel
+from devices.bench.speckle_sim import SpeckleSimModel
+
+PatternSource = Callable[[float], "np.ndarray | None"]
+FlowSource = Callable[[], float]
+
+
+class VirtualBench:
+    """Seeded physical model of the optical bench for one configuration.
+
+    Args:
+        config: the validated bench configuration.
+        clock: the shared :class:`SimClock` (kept for devices that want bench time).
+        pattern_source: ``t_s -> uint8 (rows, cols) | None``: the DMD picture at bench time
+            ``t_s``; None (or no source) = nothing projected, all mirrors off.
+        flow_source: ``() -> ml/h`` of the pump (0 = stopped); no source = the seed's 7 ml/h.
+    """
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        clock: SimClock,
+        pattern_source: PatternSource | None = None,
+        flow_source: FlowSource | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.pattern_source = pattern_source
+        self.flow_source = flow_source
+        self._lock = threading.Lock()  # the camera may call from its own thread
+        rng = np.random.default_rng(config.seed)
+        self._model: ReflectionModel | SpeckleSimModel | DiffuserModel
+        if config.configuration == "reflection":
+            self._model = ReflectionModel(config, rng)
+        elif config.configuration == "speckle_sim":
+            self._model = SpeckleSimModel(config, rng)
+        else:
+            self._model = DiffuserModel(config, rng)
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def sensor_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the full simulated sensor."""
+        return self._model.shape
+
+    def _picture(self, t_s: float) -> np.ndarray | None:
+        if self.pattern_source is None:
+            return None
+        pic = self.pattern_source(t_s)
+        if pic is None:
+            return None
+        expected = (self.config.dmd.rows, self.config.dmd.cols)
+        if pic.shape != expected:
+            raise ValueError(f"DMD picture has shape {pic.shape}, the bench's DMD is {expected}")
+        return pic
+
+    def flow_ml_h(self) -> float:
+        """Current pump flow; the seed's 7 ml/h when no pump is attached."""
+        if self.flow_source is None:
+            return self.config.medium.flow_ref_ml_h
+        return float(self.flow_source())
+
+    def expected_photons(self, t_s: float, exposure_s: float) -> np.ndarray:
+        """Mean photons per camera pixel during an exposure of ``exposure_s`` starting at ``t_s``.
+
+        float64 (H, W), full sensor. The speckle is frozen during the exposure (200 us << 30 ms,
+        seed 000). Requests must come in non-decreasing ``t_s`` for the medium to evolve; an
+        earlier time gets the medium as it was at the latest request (no rewind).
+        """
+        if exposure_s < 0:
+            raise ValueError(f"exposure must be >= 0 s, got {exposure_s}")
+        with self._lock:
+            pic = self._picture(t_s)
+            m = self._model
+            if isinstance(m, ReflectionModel):
+                return m.expected_photons(t_s, exposure_s, pic, self.flow_ml_h())
+            return m.expected_photons(pic, exposure_s)
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """Arrays the run file stores as ground truth (all numpy; scalars as 0-d arrays)."""
+        m = self._model
+        if isinstance(m, ReflectionModel):
+            cfg = self.config.medium
+            b = cfg.optical_thickness
+            return {
+                "um_per_camera_px": np.asarray(m.um_per_px),
+                "um_per_dmd_px": np.asarray(m.um_per_mirror),
+                "camera_px_per_dmd_px": np.asarray(m.px_per_mirror),
+                # camera (x, y) = A @ (dmd_x, dmd_y, 1)
+                "dmd_to_camera": np.array(
+                    [
+                        [m.px_per_mirror, 0.0, m.cam_center[0] - m.dmd_center[0] * m.px_per_mirror],
+                        [0.0, m.px_per_mirror, m.cam_center[1] - m.dmd_center[1] * m.px_per_mirror],
+                    ]
+                ),
+                "optical_thickness": np.asarray(b),
+                "ballistic_fraction": np.asarray(med.ballistic_fraction(b)),
+                "scattered_target_fraction": np.asarray(med.scattered_target_fraction(b, cfg.anisotropy_g)),
+                "backscatter_fraction": np.asarray(med.backscatter_fraction(b, cfg.anisotropy_g)),
+                "envelope_sigma_um": np.asarray(med.envelope_sigma_um(cfg)),
+                "photons_per_s_per_px_n0": np.asarray(m.n0),
+                "background_mean_photons_per_s": np.full(m.shape, m.i_flow_bg + m.i_wall),
+                "speckle_coherence_area_px": np.asarray(m.coherence_area_px()),
+            }
+        return m.ground_truth()
+
+    # ------------------------------------------------------------------ analytic truth (reflection)
+    def _reflection(self) -> ReflectionModel:
+        if not isinstance(self._model, ReflectionModel):
+            raise ValueError(
+                f"analytic Fisher information exists for the 'reflection' configuration only,"
+                f" this bench is {self.config.configuration!r}"
+            )
+        return self._model
+
+    def analytic_fisher(
+        self,
+        target_px: tuple[float, float] | None = None,
+        binning: int = 1,
+        *,
+        b: float | None = None,
+        method: str = "auto",
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+        exposure_s: float | None = None,
+    ) -> np.ndarray:
+        """2x2 Fisher matrix (1/um^2 at the sample) of the target centre (x, y).
+
+        ``target_px``: target centre in DMD mirrors (x = col, y = row; default the DMD point on
+        the camera centre); ``binning``: software binning factor; ``b``: optical thickness
+        (default the configured one); ``method``: 'poisson' (shot + read noise; the only
+        noise at b = 0), 'speckle' (Rician / non-central chi-square, b > 0) or 'auto'.
+        ``qe``, ``read_noise_e``, ``exposure_s`` enter the Poisson model only (the speckle
+        model is scale-free). See devices/bench/fisher_truth.py and docs/bench-model.md.
+        """
+        m = self._reflection()
+        if binning < 1:
+            raise ValueError(f"binning must be >= 1, got {binning}")
+        tp = target_px if target_px is not None else m.dmd_center
+        with self._lock:
+            restore = m.with_thickness(self.config.medium.optical_thickness if b is None else b)
+            try:
+                return m.fisher_matrix(tp, binning, method, qe, read_noise_e, exposure_s)
+            finally:
+                restore()
+
+    def analytic_crb_um(
+        self,
+        b: float | None = None,
+        target_px: tuple[float, float] | None = None,
+        binning: int = 1,
+        **kwargs: object,
+    ) -> tuple[float, float]:
+        """Cramer-Rao bound (sigma_x, sigma_y) in um at the sample: sqrt(diag(J^-1))."""
+        j = self.analytic_fisher(target_px, binning, b=b, **kwargs)  # type: ignore[arg-type]
+        inv = np.linalg.inv(j)
+        return float(np.sqrt(inv[0, 0])), float(np.sqrt(inv[1, 1]))

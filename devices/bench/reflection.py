@@ -1,0 +1,353 @@
+"""Configuration 1: a reflective DMD target hidden behind the flowing medium (seed 000).
+
+Geometry (seed 000 Methods): the DMD (13.7 um mirrors) is imaged onto the back of the
+cuvette with magnification 0.18 (2.466 um per mirror at the sample); the whole chain
+L2-MO-L3 images the DMD onto the camera with magnification 2.9, so the sample is imaged
+onto the camera with 2.9/0.18 = 16.1 and one 6.5 um Zyla pixel is 0.403 um at the sample
+(6.11 camera pixels per mirror; the 5x5 target is 30.6 px wide, the D grid step of two
+mirrors 12.2 px, consistent with the seed's +-40 px shift augmentation of 128 px frames).
+
+Per camera pixel r (photons/s before the exposure factor), with A = DMD amplitude map:
+
+* coherent (ballistic) field   E_c(r) = sqrt(N0 R_dmd e^{-2b}) (A * h)(r), h the coherent
+  PSF of a circular pupil of radius NA/lambda, computed exactly as a band-limited field
+  from the analytic Fourier transform of the mirror squares (no pixelisation error, any
+  sub-pixel target position);
+* scattered target light (mean) I_t(r) = N0 R_dmd NA^2 (T^2 - e^{-2b}) (|A|^2 * G_env)(r),
+  G_env a Gaussian of sigma_env (medium.envelope_sigma_um); NA^2 = share of a Lambertian
+  return inside the collection cone;
+* back-scatter of the suspension I_bg = N0 NA^2 (1 - T), of which a share w is the wall
+  speckle (slow drift) and 1 - w the flowing speckle.
+
+Frame intensity: I = |E_c + sqrt(I_t + (1-w) I_bg) u_flow + sqrt(w I_bg) u_wall|^2, u unit
+circular Gaussian speckle fields (sum of independent circular Gaussian fields = one field
+with the summed mean intensity). Pixels sample the intensity at their centres.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import special
+
+from devices.bench import fisher_truth as ft
+from devices.bench import medium as med
+from devices.bench.config import LIGHT_SPEED_M_S, PLANCK_J_S, BenchConfig
+
+_PAD = 64  # camera pixels around the FOV in the (periodic) coherent FFT grid: Airy tails of objects
+# outside the FOV and the seam of the periodic window stay >= 64 px (~26 um) away from the FOV
+
+
+class ReflectionModel:
+    """The seed-000 bench: expected photons per camera pixel, cached per DMD picture."""
+
+    def __init__(self, cfg: BenchConfig, rng: np.random.Generator, cache_size: int = 128) -> None:
+        self.cfg = cfg
+        r = cfg.reflection
+        self.shape = (r.camera_rows, r.camera_cols)
+        self.sample_mag = r.dmd_to_camera_magnification / r.dmd_to_sample_magnification
+        self.um_per_px = r.camera_pixel_um / self.sample_mag  # at the sample
+        self.um_per_mirror = cfg.dmd.pixel_um * r.dmd_to_sample_magnification  # at the sample
+        self.px_per_mirror = self.um_per_mirror / self.um_per_px
+        if r.dmd_center_px is None:
+            self.dmd_center = ((cfg.dmd.cols - 1) / 2.0, (cfg.dmd.rows - 1) / 2.0)
+        else:
+            self.dmd_center = r.dmd_center_px
+        self.cam_center = ((self.shape[1] - 1) / 2.0, (self.shape[0] - 1) / 2.0)
+        # pupil cut-off in cycles per camera pixel (object side: NA/lambda)
+        self.f_cut = r.numerical_aperture / (r.wavelength_nm * 1e-3) * self.um_per_px
+        if self.f_cut >= 0.25:
+            raise ValueError(
+                f"NA {r.numerical_aperture} needs a pupil of {self.f_cut:.3f} cycles/px: the intensity would"
+                " be aliased on this pixel grid (needs < 0.25)"
+            )
+        self.n0 = self.photon_rate_per_px()
+        self._set_thickness(cfg.medium.optical_thickness)
+        self._pad_shape = (self.shape[0] + 2 * _PAD, self.shape[1] + 2 * _PAD)
+        fy = sfft.fftfreq(self._pad_shape[0])
+        fx = sfft.fftfreq(self._pad_shape[1])
+        self._fy, self._fx = fy, fx
+        self._pupil = ((fy[:, None] ** 2 + fx[None, :] ** 2) <= self.f_cut**2).astype(float)
+        self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_size = cache_size
+        idx = None
+        if cfg.medium.speckle_model == "pupil":
+            idx = med.circular_pupil_indices(self.shape, self.f_cut)
+        self.flow_speckle = med.EvolvingSpeckle(self.shape, rng, idx)
+        self.wall_speckle = med.EvolvingSpeckle(self.shape, rng, idx)
+        self._t_last: float | None = None
+        self._t_wall: float | None = None
+        self._wall_term: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ budget and fractions
+    def photon_rate_per_px(self) -> float:
+        """N0: photons/s reaching the camera per pixel for a unit-reflectance, scatter-free sample.
+
+        Laser photon rate x (pixel area at the sample / flat-top spot area at the sample) x
+        optical efficiency. Spot: 8 mm on the DMD x 0.18 = 1.44 mm at the sample.
+        """
+        r = self.cfg.reflection
+        photon_rate = r.laser_power_w * (r.wavelength_nm * 1e-9) / (PLANCK_J_S * LIGHT_SPEED_M_S)
+        spot_um = r.illumination_diameter_dmd_mm * 1e3 * r.dmd_to_sample_magnification
+        area_frac = self.um_per_px**2 / (math.pi * (spot_um / 2.0) ** 2)
+        return photon_rate * area_frac * r.optical_efficiency
+
+    def _set_thickness(self, b: float) -> None:
+        m, r = self.cfg.medium, self.cfg.reflection
+        na2 = r.numerical_aperture**2
+        self.b = b
+        self.k_coh = self.n0 * r.dmd_reflectance * med.ballistic_fraction(b)
+        self.k_target = self.n0 * r.dmd_reflectance * na2 * med.scattered_target_fraction(b, m.anisotropy_g)
+        bg = self.n0 * na2 * med.backscatter_fraction(b, m.anisotropy_g) if b > 0 else 0.0
+        self.i_wall = m.wall_fraction * bg
+        self.i_flow_bg = bg - self.i_wall
+        sig = m.envelope_spread * m.cuvette_path_um * (1.0 - math.exp(-b))
+        self.sigma_env_px = sig / self.um_per_px
+
+    # ------------------------------------------------------------------ geometry
+    def dmd_to_camera(self, x_dmd: np.ndarray | float, y_dmd: np.ndarray | float) -> tuple:
+        """Camera pixel coordinates (x, y) of DMD mirror-centre coordinates (x = col, y = row)."""
+        s = self.px_per_mirror
+        return (
+            self.cam_center[0] + (np.asarray(x_dmd) - self.dmd_center[0]) * s,
+            self.cam_center[1] + (np.asarray(y_dmd) - self.dmd_center[1]) * s,
+        )
+
+    def _crop_bounds(self) -> tuple[int, int, int, int]:
+        """DMD rows/cols that can send light into the FOV (coherently or via the envelope)."""
+        half_fov = max(self.shape) / 2.0 / self.px_per_mirror
+        sig_max = self.cfg.medium.envelope_spread * self.cfg.medium.cuvette_path_um / self.um_per_mirror
+        half_coherent = max(self._pad_shape) / 2.0 / self.px_per_mirror + 1.0  # fill the FFT period
+        half = int(math.ceil(max(half_fov + 4.0 * sig_max + 3.0, half_coherent)))
+        cx, cy = self.dmd_center
+        r0, r1 = max(0, int(round(cy)) - half), min(self.cfg.dmd.rows, int(round(cy)) + half + 1)
+        c0, c1 = max(0, int(round(cx)) - half), min(self.cfg.dmd.cols, int(round(cx)) + half + 1)
+        return r0, r1, c0, c1
+
+    # ------------------------------------------------------------------ per-picture images
+    def _coherent_field(self, amp: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(A * h) on the camera grid (unit-reflectance amplitude 1), exact band-limited field."""
+        xs, ys = self.dmd_to_camera(cols, rows)
+        ey = self._mirror_spectra(ys + _PAD, self._fy, self._pad_shape[0])
+        ex = self._mirror_spectra(xs + _PAD, self._fx, self._pad_shape[1])
+        if not amp.any():
+            return np.zeros(self.shape, np.complex64)
+        spec = (ey @ amp) @ ex.T
+        spec *= self._pupil
+        field = sfft.ifft2(spec, workers=1)
+        return field[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]].astype(np.complex64)
+
+    def _mirror_spectra(self, centres: np.ndarray, freqs: np.ndarray, period: int) -> np.ndarray:
+        """(len(freqs), len(centres)) 1-D Fourier transforms of the mirror boxes, clipped to [0, period).
+
+        Clipping makes the mirrors tile one period of the FFT grid exactly (no double count
+        and no gap at the seam of the periodic window); mirrors outside it contribute 0.
+        """
+        h = self.px_per_mirror / 2.0
+        lo = np.clip(centres - h, 0.0, period)
+        hi = np.clip(centres + h, 0.0, period)
+        w, c = hi - lo, 0.5 * (hi + lo)
+        return (
+            w[None, :]
+            * np.sinc(w[None, :] * freqs[:, None])
+            * np.exp(-2j * np.pi * freqs[:, None] * c[None, :])
+        )
+
+    def _box_blur(self, centres: np.ndarray, n: int, sigma: float) -> np.ndarray:
+        """(n, len(centres)): a box of one mirror at each centre, blurred by a Gaussian of sigma px."""
+        x = np.arange(n, dtype=float)[:, None]
+        h = self.px_per_mirror / 2.0
+        s = math.sqrt(2.0) * sigma
+        return 0.5 * (
+            special.erf((x - centres[None, :] + h) / s) - special.erf((x - centres[None, :] - h) / s)
+        )
+
+    def _envelope(self, inten: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(|A|^2 * G_env) on the camera grid, exact for square mirrors."""
+        if self.sigma_env_px <= 0 or not inten.any():
+            return np.zeros(self.shape)
+        xs, ys = self.dmd_to_camera(cols, rows)
+        gy = self._box_blur(ys, self.shape[0], self.sigma_env_px)
+        gx = self._box_blur(xs, self.shape[1], self.sigma_env_px)
+        return gy @ inten @ gx.T
+
+    def picture_terms(self, picture: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(E_c, A_flow, I_mean) for a DMD picture, in sqrt(photons/s) and photons/s; LRU-cached.
+
+        Grey levels are taken as intensity reflectance gray/255 (field sqrt of it): exact
+        for the binary 0/255 pictures of seed 000, an approximation of DMD PWM otherwise.
+        """
+        r0, r1, c0, c1 = self._crop_bounds()
+        if picture is None:
+            crop = np.zeros((r1 - r0, c1 - c0), np.uint8)
+        else:
+            crop = np.ascontiguousarray(picture[r0:r1, c0:c1])
+        key = crop.tobytes()
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        rows = np.arange(r0, r1, dtype=float)
+        cols = np.arange(c0, c1, dtype=float)
+        inten = crop.astype(float) / 255.0
+        if inten.any() and self.k_coh > 0:
+            ec = self._coherent_field(np.sqrt(inten), rows, cols) * np.float32(math.sqrt(self.k_coh))
+        else:
+            ec = np.zeros(self.shape, np.complex64)
+        i_t = self.k_target * self._envelope(inten, rows, cols) if self.k_target > 0 else np.zeros(self.shape)
+        a_flow = np.sqrt(i_t + self.i_flow_bg).astype(np.float32)
+        mean = (np.abs(ec) ** 2 + i_t + self.i_flow_bg + self.i_wall).astype(float)
+        out = (ec, a_flow, mean)
+        self._cache[key] = out
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    # ------------------------------------------------------------------ frames
+    def _advance_medium(self, t_s: float, flow_ml_h: float) -> None:
+        """Evolve the speckle to bench time t_s; earlier times than the last one are clamped (no rewind)."""
+        if self._t_last is None:
+            self._t_last = self._t_wall = t_s
+        dt = t_s - self._t_last
+        if dt > 0:
+            tau = med.correlation_time_s(self.cfg.medium, flow_ml_h)
+            if math.isfinite(tau):
+                self.flow_speckle.advance(math.exp(-dt / tau))
+            self._t_last = t_s
+        dtw = t_s - self._t_wall
+        if dtw >= self.cfg.medium.wall_update_s:
+            self.wall_speckle.advance(math.exp(-dtw / self.cfg.medium.wall_tau_s))
+            self._t_wall = t_s
+            self._wall_term = None
+
+    def expected_photons(
+        self, t_s: float, exposure_s: float, picture: np.ndarray | None, flow: float
+    ) -> np.ndarray:
+        """Mean photons per pixel during an exposure starting at t_s (speckle frozen during it)."""
+        ec, a_flow, mean = self.picture_terms(picture)
+        if self.b <= 0.0:
+            return mean * exposure_s
+        self._advance_medium(t_s, flow)
+        if self._wall_term is None:
+            self._wall_term = self.wall_speckle.field * np.float32(math.sqrt(self.i_wall))
+        e = a_flow * self.flow_speckle.field
+        e += ec
+        e += self._wall_term
+        inten = e.real * e.real
+        inten += e.imag * e.imag
+        return inten.astype(np.float64) * exposure_s
+
+    # ------------------------------------------------------------------ analytic Fisher
+    def target_images(
+        self, target_px: tuple[float, float], size_px: int | None = None
+    ) -> tuple[np.ndarray, tuple, np.ndarray, tuple]:
+        """(I_c, dI_c/dtheta, I_t, dI_t/dtheta) in photons/s for a square target at continuous position.
+
+        ``target_px`` = target centre (x = col, y = row) in DMD mirrors; derivatives are per
+        camera pixel of displacement at the camera ((d/dx, d/dy)).
+        """
+        n = size_px or self.cfg.reflection.target_size_px
+        xc, yc = self.dmd_to_camera(target_px[0], target_px[1])
+        xc, yc = float(xc) + _PAD, float(yc) + _PAD
+        a = n * self.px_per_mirror
+        fy, fx = self._fy[:, None], self._fx[None, :]
+        spec = (
+            (a * a)
+            * np.sinc(a * fy)
+            * np.sinc(a * fx)
+            * np.exp(-2j * np.pi * (fy * yc + fx * xc))
+            * self._pupil
+        )
+        sl = (slice(_PAD, _PAD + self.shape[0]), slice(_PAD, _PAD + self.shape[1]))
+        e = sfft.ifft2(spec)[sl]
+        dex = sfft.ifft2(-2j * np.pi * fx * spec)[sl]
+        dey = sfft.ifft2(-2j * np.pi * fy * spec)[sl]
+        ic = self.k_coh * np.abs(e) ** 2
+        dic = (2 * self.k_coh * np.real(np.conj(e) * dex), 2 * self.k_coh * np.real(np.conj(e) * dey))
+        if self.k_target > 0 and self.sigma_env_px > 0:
+            s = self.sigma_env_px
+            x = np.arange(self.shape[1], dtype=float) + _PAD
+            y = np.arange(self.shape[0], dtype=float) + _PAD
+
+            def prof(u: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+                lo, hi = (u - c + a / 2) / s, (u - c - a / 2) / s
+                g = 0.5 * (special.erf(lo / math.sqrt(2)) - special.erf(hi / math.sqrt(2)))
+                dg = -(np.exp(-0.5 * lo**2) - np.exp(-0.5 * hi**2)) / (math.sqrt(2 * math.pi) * s)
+                return g, dg
+
+            gx, dgx = prof(x, xc)
+            gy, dgy = prof(y, yc)
+            it = self.k_target * np.outer(gy, gx)
+            dit = (self.k_target * np.outer(gy, dgx), self.k_target * np.outer(dgy, gx))
+        else:
+            it = np.zeros(self.shape)
+            dit = (it, it)
+        return ic, dic, it, dit
+
+    def coherence_area_px(self) -> float:
+        """Speckle coherence area sum_r |mu(r)|^2 in pixels (1 for independent pixels)."""
+        if self.cfg.medium.speckle_model == "independent":
+            return 1.0
+        return 1.0 / (math.pi * self.f_cut**2)
+
+    def modes_per_bin(self, f: int) -> float:
+        """Goodman's number of speckle modes integrated by an f x f bin of point samples (>= 1)."""
+        if self.cfg.medium.speckle_model == "independent":
+            return float(f * f)
+        fy = sfft.fftfreq(self.shape[0])[:, None]
+        fx = sfft.fftfreq(self.shape[1])[None, :]
+        pupil = ((fy**2 + fx**2) <= self.f_cut**2).astype(float)
+        mu = sfft.ifft2(pupil)
+        mu2 = np.abs(mu / mu[0, 0]) ** 2
+        box = np.zeros(self.shape)
+        box[:f, :f] = 1.0
+        # sum over pairs in the bin of |mu(ri - rj)|^2 = sum_d (box autocorrelation)(d) |mu(d)|^2
+        acorr = np.real(sfft.ifft2(np.abs(sfft.fft2(box)) ** 2))
+        return float(f**4 / np.sum(acorr * mu2))
+
+    def fisher_matrix(
+        self,
+        target_px: tuple[float, float],
+        binning: int = 1,
+        method: str = "auto",
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+        exposure_s: float | None = None,
+    ) -> np.ndarray:
+        """2x2 Fisher matrix of the target centre, in 1/um^2 at the sample (see fisher_truth)."""
+        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
+        if method == "auto":
+            method = "poisson" if self.b == 0 else "speckle"
+        ic, dic, it, dit = self.target_images(target_px)
+        px = 1.0 / self.um_per_px  # d/dtheta_um = d/dx_px * px
+        if method == "poisson":
+            scale = exp_s * qe
+            lam = (ic + it + self.i_flow_bg + self.i_wall) * scale
+            dl = tuple(ft.bin_image((dic[i] + dit[i]) * scale * px, binning) for i in range(2))
+            j = ft.poisson_fisher_matrix(ft.bin_image(lam, binning), dl, binning**2 * read_noise_e**2)
+            return j
+        if method != "speckle":
+            raise ValueError(f"method must be 'auto', 'poisson' or 'speckle', not {method!r}")
+        if self.b == 0:
+            raise ValueError(
+                "the speckle model needs b > 0 (at b = 0 there is no diffuse light: use 'poisson')"
+            )
+        diff = it + self.i_flow_bg + self.i_wall
+        m = self.modes_per_bin(binning)
+        lam = ft.bin_image(ic, binning)
+        dlam = tuple(ft.bin_image(dic[i] * px, binning) for i in range(2))
+        dd = ft.bin_image(diff, binning)
+        ddd = tuple(ft.bin_image(dit[i] * px, binning) for i in range(2))
+        j = ft.speckle_fisher_matrix(lam, dlam, dd, ddd, max(1.0, m))
+        # correlated bins (grain larger than a bin): only f^2/(M A_c) of them are independent
+        return j * min(1.0, binning**2 / (max(1.0, m) * self.coherence_area_px()))
+
+    def with_thickness(self, b: float) -> Callable[[], None]:
+        """Temporarily set b (returns a restore callable); used by analytic_crb_um(b=...)."""
+        old = self.b
+        self._set_thickness(b)
+        return lambda: self._set_thickness(old)
