@@ -1,0 +1,169 @@
+"""Build the bench's devices from a validated config, and always close them again.
+
+``with open_bench(config) as bench:`` yields a :class:`Bench` holding the DMD, camera and
+pump (plus, for a simulated bench, the shared :class:`SimClock`, the
+:class:`~devices.bench.bench.VirtualBench` and the pump simulator). Every device that was
+opened is closed on exit in reverse order, also when opening a later one fails, so a
+half-built bench never leaves a pump running or a pty open.
+
+Simulated wiring (docs/architecture.md, "How the simulated devices meet the bench"): one
+SimClock shared by everything; the SimulatedDmd; a SimulatedPumpServer on a pty driven by
+the *real* NewEraPump driver; the VirtualBench reading the picture on the DMD
+(``pattern_source = dmd.displayed_pattern``) and the pump model's flow
+(``flow_source = server.flow_ml_per_h``); the SimulatedCamera imaging the VirtualBench.
+Each device is chosen by its ``kind`` in ``[devices.*]``, so a real DMD can be combined
+with a simulated pump for bench debugging. Driver modules are imported only when their
+kind is used: a simulated run needs neither ALP4lib's DLL nor Micro-Manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from devices.base import Camera, Dmd, Pump
+
+if TYPE_CHECKING:  # pragma: no cover
+    from acquisition.config import SpecklabConfig
+    from devices.bench.clock import SimClock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bench:
+    """Open devices of one bench; ``virtual`` / ``clock`` / ``pump_server`` only when simulated."""
+
+    dmd: Dmd
+    camera: Camera
+    pump: Pump | None = None
+    clock: SimClock | None = None
+    virtual: Any = None  # devices.bench.bench.VirtualBench
+    pump_server: Any = None  # devices.pump_sim.SimulatedPumpServer
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        """True when the camera images the virtual bench (the data are simulated)."""
+        return self.virtual is not None
+
+    def identities(self) -> dict[str, dict[str, str]]:
+        out = {"dmd": dict(self.dmd.identity()), "camera": dict(self.camera.identity())}
+        if self.pump is not None:
+            out["pump"] = dict(self.pump.identity())
+        return out
+
+    def frame_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the frames the camera delivers with its current ROI and binning."""
+        _, _, w, h = self.camera.roi
+        b = self.camera.binning
+        return (h // b, w // b)
+
+    def ground_truth(self) -> dict[str, Any]:
+        """What the virtual bench knows to be true (empty for a real bench)."""
+        if self.virtual is None or not hasattr(self.virtual, "ground_truth"):
+            return {}
+        return dict(self.virtual.ground_truth())
+
+
+def _open_dmd(cfg: Any, clock: SimClock | None) -> Dmd:
+    if cfg.kind == "simulated":
+        from devices.dmd_sim import SimulatedDmd
+
+        return SimulatedDmd(clock, shape=tuple(cfg.shape))
+    if cfg.kind == "alp":
+        from devices.dmd_alp import AlpDmd
+
+        dmd = AlpDmd(version=cfg.version, lib_dir=cfg.lib_dir, device_number=cfg.device_number)
+        if tuple(dmd.shape) != tuple(cfg.shape):
+            dmd.close()
+            raise ValueError(f"the DMD is {dmd.shape} (rows, cols), the config expects {tuple(cfg.shape)}")
+        return dmd
+    raise ValueError(f"unknown DMD kind {cfg.kind!r}")
+
+
+def _stop_quietly(pump: Pump) -> None:
+    try:
+        pump.stop()
+    except Exception:  # noqa: BLE001 - closing must go on; the engine already tried and logged
+        log.exception("stopping the pump while closing the bench failed")
+
+
+def _configure_camera(camera: Camera, cfg: Any) -> None:
+    if cfg.roi is not None:
+        camera.set_roi(*cfg.roi)
+    if cfg.binning != 1:
+        camera.set_binning(cfg.binning)
+
+
+@contextlib.contextmanager
+def open_bench(config: SpecklabConfig) -> Iterator[Bench]:
+    """Open every device of ``config`` (validated); close all of them on exit, whatever happens."""
+    devices = config.devices
+    with contextlib.ExitStack() as stack:
+        needs_clock = "simulated" in (devices.dmd.kind, devices.camera.kind, devices.pump.kind)
+        clock = None
+        if needs_clock:
+            from devices.bench.clock import SimClock
+
+            clock = SimClock(realtime=bool(config.run.realtime))
+
+        dmd = _open_dmd(devices.dmd, clock)
+        stack.callback(dmd.close)
+
+        pump: Pump | None = None
+        server = None
+        pcfg = devices.pump
+        from devices.pump_newera import NewEraPump
+
+        if pcfg.kind == "simulated":
+            from devices.pump_sim import PumpModel, SimulatedPumpServer
+
+            server = SimulatedPumpServer(PumpModel(clock, address=pcfg.address))
+            url = server.start()
+            stack.callback(server.stop)
+        else:
+            url = pcfg.url
+        pump = NewEraPump(url, address=pcfg.address, baudrate=pcfg.baudrate, timeout_s=pcfg.timeout_s)
+        stack.callback(pump.close)
+        stack.callback(_stop_quietly, pump)  # runs before close: a bench never closes with the pump flowing
+
+        virtual = None
+        ccfg = devices.camera
+        if ccfg.kind == "simulated":
+            from devices.bench.bench import VirtualBench
+            from devices.camera_sim import SimulatedCamera
+
+            virtual = VirtualBench(
+                config.bench_config(),
+                clock,
+                pattern_source=getattr(dmd, "displayed_pattern", None),
+                flow_source=server.flow_ml_per_h if server is not None else None,
+            )
+            if hasattr(virtual, "close"):
+                stack.callback(virtual.close)
+            camera: Camera = SimulatedCamera(source=virtual, clock=clock, seed=ccfg.seed)
+        else:
+            from devices.camera_mm import MicroManagerCamera
+
+            camera = MicroManagerCamera(
+                config_file=ccfg.config_file,
+                mm_app_path=ccfg.mm_app_path,
+                backend=ccfg.backend,
+                camera_label=ccfg.camera_label,
+            )
+        stack.callback(camera.close)
+        _configure_camera(camera, ccfg)
+
+        yield Bench(
+            dmd=dmd,
+            camera=camera,
+            pump=pump,
+            clock=clock,
+            virtual=virtual,
+            pump_server=server,
+            kinds={"dmd": devices.dmd.kind, "camera": ccfg.kind, "pump": pcfg.kind},
+        )

@@ -1,0 +1,145 @@
+"""The ``specklab`` command: info --json, refusal of bad configs, plugin registration, PNG snaps."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from test_engine_helpers import FakeCamera, FakeDmd, bsbd_plan, run_info
+
+from acquisition import cli
+from acquisition.engine import BenchEngine
+from acquisition.runner import record
+from devices.bench.clock import SimClock
+
+
+@pytest.fixture
+def run_file(tmp_path):
+    plan = bsbd_plan(n_frames=48, n_positions=5)
+    clock = SimClock()
+    dmd = FakeDmd(clock)
+    out = tmp_path / "run.h5"
+    assert record(plan, BenchEngine(dmd, FakeCamera(clock, dmd)), run_info(plan), out).status == "complete"
+    return out
+
+
+def test_info_json_fields(run_file, capsys):
+    assert cli.main(["info", str(run_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["protocol"] == "bsbd"
+    assert info["status"] == "complete"
+    assert info["frames"] == 48
+    assert info["shape"] == [12, 16]
+    assert info["dtype"] == "uint16"
+    assert info["roles"] == {"B": 24, "S": 12, "D": 12}
+    assert info["positions"]["count"] == 5
+    assert len(info["positions"]["px"]) == 5 and all(len(p) == 2 for p in info["positions"]["px"])
+    assert info["start_time"] and info["end_time"]
+
+
+def test_info_human_and_errors(run_file, tmp_path, capsys):
+    assert cli.main(["info", str(run_file)]) == 0
+    out = capsys.readouterr().out
+    assert "bsbd" in out and "complete" in out and "48 of 48" in out
+    assert cli.main(["info", str(tmp_path / "nope.h5")]) == cli.EXIT_USAGE
+    assert "no run file" in capsys.readouterr().err
+
+
+def test_bad_config_refused_before_any_device(tmp_path, monkeypatch, capsys):
+    opened = []
+    import devices.factory
+
+    monkeypatch.setattr(devices.factory, "open_bench", lambda cfg: opened.append(cfg))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[run]\nprotocol = "bsbd"\n[protocols.bsbd]\nexposure_s = -1\n')
+    out = tmp_path / "run.h5"
+    code = cli.main(["acquire", "--config", str(bad), "--out", str(out), "--no-progress"])
+    assert code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "exposure_s" in err
+    assert not out.exists() and opened == []
+    # an unknown --set key and an unknown protocol are refused the same way
+    good = tmp_path / "good.toml"
+    good.write_text("")
+    assert cli.main(["acquire", "--config", str(good), "--set", "run.nonsense=1", "--out", str(out)]) == 2
+    assert cli.main(["acquire", "--config", str(good), "--protocol", "nope", "--out", str(out)]) == 2
+    assert not out.exists() and opened == []
+
+
+def test_existing_output_refused(run_file, tmp_path, monkeypatch, capsys):
+    import devices.factory
+
+    monkeypatch.setattr(devices.factory, "open_bench", lambda cfg: pytest.fail("device opened"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    before = run_file.read_bytes()
+    assert cli.main(["acquire", "--config", str(cfg), "--out", str(run_file), "--set", "frames=4"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert run_file.read_bytes() == before
+
+
+def test_replay_command(run_file, tmp_path, capsys):
+    copy = tmp_path / "copy.h5"
+    assert cli.main(["replay", str(run_file), "--no-progress", "--to", str(copy)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "complete" and out["frames"] == 48
+    assert out["roles"]["D"]["frames"] == 12
+    assert cli.main(["info", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 48
+
+
+def test_plugins_registered_and_missing_ones_skipped(monkeypatch):
+    import types
+
+    calls = []
+    fake = types.ModuleType("analysis.cli")
+    fake.register = lambda sub: calls.append(sub.add_parser("fake-analysis"))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "analysis.cli", fake)
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", ("analysis.cli", "specklab_nonexistent_pkg.cli"))
+    with pytest.raises(ModuleNotFoundError):  # a missing *parent* package is not "module not written yet"
+        cli.build_parser()
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", ("analysis.cli", "models.cli_not_written_yet"))
+    parser = cli.build_parser()
+    assert calls and parser.parse_args(["fake-analysis"]).command == "fake-analysis"
+
+
+def test_plugin_with_broken_import_is_not_swallowed(monkeypatch, tmp_path):
+    pkg = tmp_path / "specklab_fakeplugin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli.py").write_text("import specklab_missing_dependency_xyz\n\ndef register(sub):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", ("specklab_fakeplugin.cli",))
+    with pytest.raises(ModuleNotFoundError, match="specklab_missing_dependency_xyz"):
+        cli.build_parser()
+
+
+def _read_png(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag = data[pos + 4 : pos + 8]
+        payload = data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(tag + payload)
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", payload)
+        elif tag == b"IDAT":
+            idat += payload
+        pos += 12 + length
+    w, h, depth = header[0], header[1], header[2]
+    raw = zlib.decompress(idat)
+    stride = w * depth // 8 + 1
+    rows = [raw[r * stride + 1 : (r + 1) * stride] for r in range(h)]
+    return np.frombuffer(b"".join(rows), dtype=">u2" if depth == 16 else "u1").reshape(h, w)
+
+
+def test_write_png_round_trip(tmp_path):
+    img = np.arange(12 * 7, dtype=np.uint16).reshape(12, 7) * 700
+    cli.write_png(tmp_path / "a.png", img)
+    np.testing.assert_array_equal(_read_png(tmp_path / "a.png"), img)

@@ -1,0 +1,151 @@
+"""HDF5 run file: round trip of frames, table, attributes, config text; live (SWMR) reading."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from test_engine_helpers import FRAME_SHAPE, bsbd_plan, run_info
+
+from acquisition.hdf5_writer import Hdf5RunWriter, WriterOptions
+from acquisition.reader import RunFileError, RunReader
+from devices.base import Frame
+
+
+def synthetic_frames(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 65535, size=(n, *FRAME_SHAPE), dtype=np.uint16)
+
+
+def write_run(path, plan, frames, status="complete", options=None, stop=None):
+    w = Hdf5RunWriter(path, options)
+    w.setup(run_info(plan))
+    for e in plan.events[: stop if stop is not None else len(plan.events)]:
+        w.frame(Frame(frames[e.index], 1000 + e.index, 0.5 + 0.01 * e.index, 2e-4), e)
+    w.finish(status, None if status == "complete" else "boom")
+    return w
+
+
+def test_round_trip(tmp_path):
+    plan = bsbd_plan(n_frames=24, n_positions=3)
+    frames = synthetic_frames(24)
+    path = tmp_path / "run.h5"
+    write_run(path, plan, frames)
+    with RunReader(path) as r:
+        assert r.status == "complete" and r.protocol == "bsbd"
+        assert r.n_frames == 24 and r.frame_shape == FRAME_SHAPE
+        assert isinstance(r.frames, h5py.Dataset) and r.frames.dtype == np.uint16
+        np.testing.assert_array_equal(r.frames[:], frames)
+        t = r.table
+        np.testing.assert_array_equal(t["index"], np.arange(24))
+        assert "".join(t["role"][:4]) == "BSBD"
+        np.testing.assert_array_equal(t["pattern_id"], [e.pattern_id for e in plan.events])
+        np.testing.assert_array_equal(t["frame_number"], 1000 + np.arange(24))
+        np.testing.assert_allclose(t["timestamp_s"], 0.5 + 0.01 * np.arange(24))
+        np.testing.assert_allclose(t["exposure_s"], 2e-4)
+        np.testing.assert_allclose(t["target_x_um"], t["target_x_px"] * 2.466)  # no µm in extra: px * scale
+        assert np.isnan(t["target_x_px"][0]) and not np.isnan(t["target_x_px"][1])
+        assert list(t["sample"][:2]) == ["s0", "s0"]
+        np.testing.assert_array_equal(r.indices("D"), np.arange(3, 24, 4))
+        assert r.roles() == {"B": 12, "D": 6, "S": 6}
+        assert len(r.positions("D")) == 3
+        assert r.protocol_config == {"frames": 24, "interval_s": 0.01}
+        assert r.bench_config == {"configuration": "fake", "seed": 0}
+        assert r.config_text == '[protocol]\nname = "bsbd"\n'
+        np.testing.assert_array_equal(r.ground_truth["grid_px"], plan.ground_truth["grid_px"])
+        a = r.attrs
+        assert a["NX_class"] == "NXentry" and a["default"] == "data"
+        assert a["start_time"] < a["end_time"] and a["start_time"].endswith("+00:00")
+        assert a["frames_written"] == 24 and a["error"] == ""
+        assert {"numpy", "h5py", "specklab", "ALP4lib", "pycromanager", "hdf5"} <= set(r.software)
+        # extras come back as Event.extra
+        assert r.extras()[3] == {"grid_index": 0} and r.extras()[0] == {}
+        assert r.events()[7] == plan.events[7]  # a D event (no NaN fields)
+        assert r.events()[0].to_dict().keys() == plan.events[0].to_dict().keys()
+    with h5py.File(path, "r") as f:  # what a generic viewer sees
+        assert f["entry/data"].attrs["NX_class"] == "NXdata"
+        assert f["entry/data"].attrs["signal"] == "frames"
+        assert f["entry/data/frames"].chunks == (1, *FRAME_SHAPE)
+        assert json.loads(f["entry/config/protocol"].asstr()[()])["frames"] == 24
+
+
+def test_iter_batches_orders(tmp_path):
+    plan = bsbd_plan(n_frames=20)
+    frames = synthetic_frames(20, seed=3)
+    write_run(tmp_path / "r.h5", plan, frames)
+    with RunReader(tmp_path / "r.h5") as r:
+        got = [(i, f) for i, f in r.iter_batches(batch_size=6)]
+        assert [len(i) for i, _ in got] == [6, 6, 6, 2]
+        np.testing.assert_array_equal(np.concatenate([f for _, f in got]), frames)
+        idx = np.array([9, 2, 2, 17, 0])
+        ((bi, bf),) = list(r.iter_batches(idx, batch_size=10))
+        np.testing.assert_array_equal(bi, idx)
+        np.testing.assert_array_equal(bf, frames[idx])
+        with pytest.raises(IndexError):
+            next(r.iter_batches(np.array([20])))
+
+
+def test_aborted_run_keeps_valid_frames_only(tmp_path):
+    plan = bsbd_plan(n_frames=20)
+    frames = synthetic_frames(20)
+    write_run(tmp_path / "r.h5", plan, frames, status="aborted", stop=7)
+    with RunReader(tmp_path / "r.h5") as r:
+        assert r.status == "aborted" and r.attrs["error"] == "boom"
+        assert r.frames.shape == (7, *FRAME_SHAPE) and len(r.table) == 7
+        np.testing.assert_array_equal(r.frames[:], frames[:7])
+
+
+def test_complete_with_missing_frames_becomes_failed(tmp_path):
+    plan = bsbd_plan(n_frames=10)
+    write_run(tmp_path / "r.h5", plan, synthetic_frames(10), stop=4)
+    with RunReader(tmp_path / "r.h5") as r:
+        assert r.status == "failed" and "only 4 of 10" in r.attrs["error"]
+
+
+def test_live_reader_follows_swmr_writer(tmp_path):
+    plan = bsbd_plan(n_frames=30)
+    frames = synthetic_frames(30)
+    path = tmp_path / "live.h5"
+    w = Hdf5RunWriter(path, WriterOptions(flush_every_frames=5, flush_every_s=1e9))
+    w.setup(run_info(plan))
+    try:
+        for e in plan.events[:12]:
+            w.frame(Frame(frames[e.index], e.index, 0.0, 1e-3), e)
+        with RunReader(path) as r:  # a second handle while the writer holds the file
+            assert r.status == "running"
+            assert r.n_frames == 10  # flushed at 5 and 10; frames 10, 11 are not yet counted
+            assert r.frames.shape == (10, *FRAME_SHAPE)
+            np.testing.assert_array_equal(r.frames[9], frames[9])
+            np.testing.assert_array_equal(r.frames[-1], frames[9])
+            with pytest.raises(IndexError):
+                r.frames[10]
+            for e in plan.events[12:20]:
+                w.frame(Frame(frames[e.index], e.index, 0.0, 1e-3), e)
+            assert r.refresh() == 20
+            np.testing.assert_array_equal(np.asarray(r.frames), frames[:20])
+            np.testing.assert_array_equal(r.table["frame_number"], np.arange(20))
+    finally:
+        w.finish("aborted", "stopped by test")
+    with RunReader(path) as r:
+        assert r.n_frames == 20 and r.status == "aborted"
+
+
+def test_frame_shape_mismatch_is_an_error(tmp_path):
+    plan = bsbd_plan(n_frames=4)
+    w = Hdf5RunWriter(tmp_path / "r.h5")
+    w.setup(run_info(plan))
+    with pytest.raises(ValueError, match="shape"):
+        w.frame(Frame(np.zeros((3, 3), np.uint16), 0, 0.0, 1e-3), plan.events[0])
+    w.finish("failed", "bad frame")
+    with RunReader(tmp_path / "r.h5") as r:
+        assert r.status == "failed" and r.n_frames == 0
+
+
+def test_not_a_run_file(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(RunFileError):
+        RunReader(tmp_path / "other.h5")
+    with pytest.raises(FileNotFoundError):
+        RunReader(tmp_path / "missing.h5")
