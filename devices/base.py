@@ -14,7 +14,7 @@ context manager through :class:`DeviceBase`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -108,7 +108,7 @@ class Camera(Protocol):
     def close(self) -> None: ...
 
 
-class TriggerMode(str, Enum):
+class TriggerMode(StrEnum):
     """How the DMD advances pictures: on its own clock (master) or on a trigger input (slave)."""
 
     MASTER = "master"

@@ -1,0 +1,116 @@
+"""``specklab train / evaluate / report``: round trip on a tiny synthetic run file in the RunReader layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models.data
+from models.cli import register
+from models.synthetic import blob_run, write_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def shared_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Use the shared analysis.preprocessing when it provides binning and normalisation, else a stand-in."""
+    try:
+        import analysis.preprocessing as pre
+
+        if hasattr(pre, "bin_frames") and hasattr(pre, "normalise_max"):
+            return
+    except ImportError:
+        pass
+
+    def bin_frames(x: np.ndarray, f: int) -> np.ndarray:
+        n, h, w = x.shape
+        return x.reshape(n, h // f, f, w // f, f).mean(axis=(2, 4))
+
+    def normalise_max(x: np.ndarray) -> np.ndarray:
+        return x / x.reshape(len(x), -1).max(axis=1)[:, None, None]
+
+    stand_in = types.SimpleNamespace(bin_frames=bin_frames, normalise_max=normalise_max)
+    monkeypatch.setattr(models.data, "_shared_preprocessing", lambda: stand_in)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specklab")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def test_register_adds_the_subcommands() -> None:
+    p = _parser()
+    args = p.parse_args(["train", "r.h5", "--arch", "dense", "--out", "m.pt", "--epochs", "3", "--resume"])
+    assert (args.arch, args.out, args.epochs, args.resume) == ("dense", "m.pt", 3, True)
+    args = p.parse_args(["evaluate", "m.pt", "r.h5", "--json", "--crb", "c.json"])
+    assert args.json and args.crb == "c.json"
+    with pytest.raises(SystemExit):
+        p.parse_args(["train", "r.h5", "--arch", "resnet", "--out", "m.pt"])
+
+
+def test_train_evaluate_report_round_trip(tmp_path: Path, shared_preprocessing: None, capsys) -> None:
+    run = write_run(blob_run(800, size=64, step_px=4, camera_um_per_px=0.5, noise=30.0), tmp_path / "run.h5")
+    model = tmp_path / "m.pt"
+    common = ["--arch", "dense", "--model-arg", "hidden=[64]", "--lr", "2e-3", "--batch-size", "64",
+              "--shift-max-px", "16", "--n-classes", "33", "--no-background", "--no-progress"]  # fmt: skip
+    assert _run(["train", str(run), "--out", str(model), "--epochs", "6", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epoch"] == 6 and model.exists()
+
+    # resume to 8 epochs
+    assert _run(["train", str(run), "--out", str(model), "--epochs", "8", "--resume", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 8
+
+    crb = tmp_path / "crb.json"
+    crb.write_text(json.dumps({"crb_um": [0.05, 0.05]}))
+    assert (
+        _run(
+            ["evaluate", str(model), str(run), "--json", "--crb", str(crb), "--out", str(tmp_path / "e.json")]
+        )
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["sigma_um"]) == 2 and len(res["bias_um"]) == 2
+    assert len(res["per_position"]) == 25 and res["bias_corrected"] and res["epoch"] == 8
+    assert res["sigma_over_crb"] == pytest.approx([s / 0.05 for s in res["sigma_um"]])
+    assert max(res["uncorrected"]["bias_um"]) < 1.2  # the D grid spans ±4 µm: predictions track it
+
+    figs = {
+        "training": ["training", str(model), "--crb", str(crb)],
+        "histograms": ["histograms", str(model)],
+        "violins": ["violins", str(tmp_path / "e.json"), str(tmp_path / "e.json"), "--labels", "0,2.5"],
+    }
+    for name, argv in figs.items():
+        png = tmp_path / f"{name}.png"
+        assert _run(["report", *argv, "--out", str(png)]) == 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
+    capsys.readouterr()
+
+    assert _run(["evaluate", str(tmp_path / "missing.pt"), str(run), "--json"]) == 2
+
+
+def test_main_specklab_parser_has_the_model_subcommands() -> None:
+    cli = pytest.importorskip("acquisition.cli")
+    parser = cli.build_parser()
+    args = parser.parse_args(["evaluate", "m.pt", "r.h5", "--json"])
+    assert args.func.__module__ == "models.cli"

@@ -1,0 +1,177 @@
+"""Data pipeline of the localisers: shift labels, class grid, calibration, streaming datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.data import (
+    ArraySource,
+    BlockShuffleSampler,
+    ClassGrid,
+    DataConfig,
+    FramePipeline,
+    build_datasets,
+    resolve_camera_um_per_px,
+    shift_frames,
+)
+from models.synthetic import blob_run
+
+
+def bin_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """Test stand-in for the shared binning (the shared module itself is tested by its owner)."""
+    n, h, w = x.shape
+    return x.reshape(n, h // f, f, w // f, f).mean(axis=(2, 4))
+
+
+def norm_max(x: np.ndarray) -> np.ndarray:
+    return x / x.reshape(len(x), -1).max(axis=1)[:, None, None]
+
+
+PIPE = FramePipeline(background=None, bin_factor=2, bin_fn=bin_mean, normalise_fn=norm_max)
+
+
+def _centroid(img: np.ndarray) -> tuple[float, float]:
+    img = np.clip(img - 0.3 * img.max(), 0, None)  # threshold: the offset would pull towards the centre
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    return float((img * xx).sum() / img.sum()), float((img * yy).sum() / img.sum())
+
+
+def test_shift_moves_content_by_dx_columns_and_dy_rows() -> None:
+    f = np.zeros((2, 8, 8), np.float32)
+    f[:, 2, 3] = 1.0
+    for mode in ("roll", "zero"):
+        out = shift_frames(f, np.array([[2, 1], [-3, -2]]), mode)
+        assert out[0, 3, 5] == 1 and out[0].sum() == 1
+        assert out[1, 0, 0] == 1 and out[1].sum() == 1
+    wrapped = shift_frames(f, np.array([[6, 0], [0, 0]]), "roll")
+    assert wrapped[0, 2, 1] == 1  # 3 + 6 = 9 -> column 1
+    dropped = shift_frames(f, np.array([[6, 0], [0, 0]]), "zero")
+    assert dropped[0].sum() == 0
+    zero_band = shift_frames(np.ones((1, 4, 4)), np.array([[1, 0]]), "zero")
+    assert zero_band[0, :, 0].sum() == 0 and zero_band[0, :, 1:].min() == 1
+
+
+def test_class_grid_round_trips_and_one_class_per_pixel_by_default() -> None:
+    g = ClassGrid(camera_um_per_px=0.4, centre_um=(1.0, -2.0))
+    assert g.n_classes == 81 and g.step_px == 1.0
+    shifts = np.array([[-40, 40], [0, 0], [7, -13]])
+    k = g.shift_to_class(shifts)
+    assert k.tolist() == [[0, 80], [40, 40], [47, 27]]
+    np.testing.assert_allclose(g.class_to_um(k), [[-15.0, 14.0], [1.0, -2.0], [3.8, -7.2]])
+    np.testing.assert_allclose(g.um_to_class(g.class_to_um(k)), k)
+    coarse = ClassGrid(n_classes=21, camera_um_per_px=1.0)
+    assert coarse.step_px == 4.0
+    assert coarse.shift_to_class(np.array([[-40, 39]])).tolist() == [[0, 20]]
+    assert ClassGrid.from_dict(g.to_dict()) == g
+    flipped = ClassGrid(camera_um_per_px=0.5, axis_signs=(-1, 1))
+    np.testing.assert_allclose(flipped.shift_to_um(np.array([[2, 2]])), [[-1.0, 1.0]])
+    with pytest.raises(ValueError):
+        ClassGrid(camera_um_per_px=float("nan"))
+
+
+def test_shifted_training_frames_put_the_blob_where_the_label_says() -> None:
+    src = blob_run(60, size=64, sigma_px=2.5, noise=5.0, camera_um_per_px=0.5)
+    data = build_datasets(
+        src, DataConfig(shift_max_px=12, n_classes=25, bin_factor=2, background=False), pipeline=PIPE
+    )
+    x, cls, true_um, pid = data.train.load(np.arange(len(data.train)))
+    assert x.shape[1:] == (32, 32) and x.dtype == np.float32
+    assert np.allclose(x.reshape(len(x), -1).max(axis=1), 1.0)
+    assert (pid == -1).all()
+    shifts = data.train.shifts
+    assert np.abs(shifts).max() <= 12 and len(np.unique(shifts[:, 0])) > 8
+    # the label in µm -> expected blob centre in binned pixels: 32 + shift (camera px) -> /2
+    for img, um, k in zip(x, true_um, cls, strict=True):
+        cx, cy = _centroid(img)
+        sx, sy = data.grid.um_to_shift(um)
+        assert cx == pytest.approx((32 + sx) / 2 - 0.25, abs=0.3)
+        assert cy == pytest.approx((32 + sy) / 2 - 0.25, abs=0.3)
+        np.testing.assert_array_equal(k, data.grid.shift_to_class(np.array([sx, sy])))
+
+
+def test_splits_are_disjoint_and_test_labels_come_from_the_table() -> None:
+    src = blob_run(100, size=32)
+    data = build_datasets(
+        src, DataConfig(holdout_fraction=0.2, bin_factor=1, background=False, seed=3), pipeline=PIPE
+    )
+    s_frames = src.indices("S")
+    train, hold = set(data.train.frame_indices), set(data.holdout.frame_indices)
+    assert not train & hold and train | hold == set(s_frames)
+    assert len(hold) == 20
+    np.testing.assert_array_equal(data.test.frame_indices, src.indices("D"))
+    assert data.positions_um.shape == (25, 2) and data.meta["n_positions"] == 25
+    d = src.table[src.indices("D")]
+    np.testing.assert_allclose(data.test.true_um, np.column_stack([d["target_x_um"], d["target_y_um"]]))
+    np.testing.assert_allclose(data.positions_um[data.test.pos_id], data.test.true_um, atol=1e-6)
+    again = build_datasets(
+        src, DataConfig(holdout_fraction=0.2, bin_factor=1, background=False, seed=3), pipeline=PIPE
+    )
+    assert again.meta["shifts_sha1"] == data.meta["shifts_sha1"]
+    other = build_datasets(
+        src, DataConfig(holdout_fraction=0.2, bin_factor=1, background=False, seed=4), pipeline=PIPE
+    )
+    assert other.meta["shifts_sha1"] != data.meta["shifts_sha1"]
+
+
+def test_streamed_items_equal_the_materialised_set_and_reads_are_blockwise() -> None:
+    src = blob_run(64, size=64)
+    data = build_datasets(src, DataConfig(background=False, block=16), pipeline=PIPE)
+    ds = data.train
+    mem = ds.materialise(batch_size=10)
+    items = [7, 0, 3, len(ds) - 1]
+    got = ds.__getitems__(items)
+    for i, (x, c, um, _pid) in zip(items, got, strict=True):
+        assert x.shape == (1, 32, 32)
+        np.testing.assert_array_equal(x.numpy(), mem.tensors[0][i].numpy())
+        np.testing.assert_array_equal(c.numpy(), mem.tensors[1][i].numpy())
+        np.testing.assert_array_equal(um.numpy(), mem.tensors[2][i].numpy())
+    cache = ds._frames_cache()
+    before = cache.reads
+    ds.load(np.arange(len(ds)))
+    assert cache.reads - before <= len(src.frames) // 16 + 1
+
+
+def test_block_shuffle_sampler_is_a_seeded_permutation_per_epoch() -> None:
+    blocks = np.repeat(np.arange(10), 5)
+    s = BlockShuffleSampler(blocks, window_blocks=2, seed=1)
+    s.set_epoch(0)
+    a = list(s)
+    s.set_epoch(0)
+    assert list(s) == a
+    assert sorted(a) == list(range(50))
+    s.set_epoch(1)
+    assert list(s) != a
+    # each window of 10 consecutive items touches at most 2 blocks
+    assert all(len(set(blocks[a[i : i + 10]])) <= 2 for i in range(0, 50, 10))
+
+
+def test_camera_calibration_resolution_order() -> None:
+    src = blob_run(4, size=16, camera_um_per_px=0.7)
+    assert resolve_camera_um_per_px(src) == 0.7
+    assert resolve_camera_um_per_px(src, 0.2) == 0.2
+    bench = ArraySource(
+        src.frames, src.table, attrs={"um_per_px": 2.466},
+        bench_config={"configuration": "reflection", "reflection": {
+            "camera_pixel_um": 6.5, "dmd_to_sample_magnification": 0.18, "dmd_to_camera_magnification": 2.9}},
+    )  # fmt: skip
+    assert resolve_camera_um_per_px(bench) == pytest.approx(6.5 * 0.18 / 2.9)
+    bare = ArraySource(src.frames, src.table, attrs={"um_per_px": 2.466})
+    with pytest.raises(ValueError, match="camera_um_per_px"):
+        resolve_camera_um_per_px(bare)
+
+
+def test_background_subtractor_is_applied_before_the_shift() -> None:
+    seen = {}
+
+    def background(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        seen["indices"] = indices.copy()
+        out = frames.copy()
+        out[:, :, :4] = 0  # a marker band removed by "background subtraction"
+        return out
+
+    pipe = FramePipeline(background=background, bin_factor=1, bin_fn=bin_mean, normalise_fn=lambda x: x)
+    raw = np.ones((1, 8, 8), np.uint16)
+    x = pipe(raw, np.array([5]), np.array([[2, 0]]))
+    np.testing.assert_array_equal(seen["indices"], [5])
+    assert x[0, :, 2:6].sum() == 0 and x[0, :, 6:].min() == 1 and x[0, :, :2].min() == 1

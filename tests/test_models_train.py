@@ -1,0 +1,110 @@
+"""Training: learning a tiny synthetic localisation task, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import DataConfig, FramePipeline, build_datasets
+from models.synthetic import blob_run
+from models.train import TrainConfig, evaluate_fitted, fit, load_checkpoint, load_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models run slower with several threads on a shared 2-core CI box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _bin(x: np.ndarray, f: int) -> np.ndarray:
+    n, h, w = x.shape
+    return x.reshape(n, h // f, f, w // f, f).mean(axis=(2, 4))
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    return x / x.reshape(len(x), -1).max(axis=1)[:, None, None]
+
+
+PIPE = FramePipeline(background=None, bin_factor=2, bin_fn=_bin, normalise_fn=_norm)
+DATA = DataConfig(n_classes=33, shift_max_px=16, bin_factor=2, background=False, holdout_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def blob_data():
+    src = blob_run(1000, size=64, sigma_px=3.0, step_px=4, camera_um_per_px=0.5, noise=30.0)
+    return build_datasets(src, DATA, pipeline=PIPE)
+
+
+def test_training_reduces_error_and_tracks_positions(blob_data, tmp_path: Path) -> None:
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [64]}, lr=2e-3, epochs=10, batch_size=64,
+                      data=DATA, snapshot_epochs=(1,))  # fmt: skip
+    ckpt = fit(blob_data, cfg, tmp_path / "m.pt", progress=False)
+    hist = ckpt["history"]
+    assert len(hist) == 10 and (tmp_path / "m.pt").exists()
+    rms = [np.hypot(*h["rms_error_um"]) for h in hist]
+    assert rms[-1] < 0.4 * rms[0], rms
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 1.0
+    # per-position mean predictions follow the 25 true positions (span ±4 µm)
+    result = evaluate_fitted(ckpt, blob_data)
+    pp = result["uncorrected"]["per_position"]
+    assert len(pp) == 25
+    true = np.array([p["true_um"] for p in pp])
+    mean = np.array([p["mean_um"] for p in pp])
+    for a in range(2):
+        slope, _ = np.polyfit(true[:, a], mean[:, a], 1)
+        assert 0.7 < slope < 1.3
+        assert np.corrcoef(true[:, a], mean[:, a])[0, 1] > 0.98
+    assert max(result["uncorrected"]["bias_um"]) < 0.6
+    assert set(ckpt["snapshots"]) == {"1", "10"}
+
+
+def test_resume_continues_from_the_saved_epoch_with_identical_state(blob_data, tmp_path: Path) -> None:
+    kw = {"channels": [4, 8], "hidden": 16}
+    base = TrainConfig(
+        arch="coordconv",
+        model_kwargs=kw,
+        lr=1e-3,
+        epochs=2,
+        batch_size=128,
+        seed=5,
+        data=DATA,
+        in_memory=True,
+    )
+    straight = fit(blob_data, base, tmp_path / "a.pt", progress=False)
+
+    first = TrainConfig.from_dict(base.to_dict())
+    first.epochs = 1
+    fit(blob_data, first, tmp_path / "b.pt", progress=False)
+    saved = load_checkpoint(tmp_path / "b.pt")
+    assert saved["epoch"] == 1 and len(saved["history"]) == 1
+    assert saved["config"]["seed"] == 5 and "torch" in saved["rng"] and saved["optimizer_state"]["state"]
+    resumed = fit(blob_data, base, tmp_path / "b.pt", resume=True, progress=False)
+    assert resumed["epoch"] == 2 and [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for k, v in straight["model_state"].items():
+        torch.testing.assert_close(resumed["model_state"][k], v, rtol=0, atol=0, msg=k)
+    assert resumed["history"][1]["train_loss"] == straight["history"][1]["train_loss"]
+    torch.testing.assert_close(resumed["rng"]["torch"], straight["rng"]["torch"])
+
+    model, ck = load_model(tmp_path / "b.pt")
+    assert not model.training and ck["grid"]["n_classes"] == 33
+    again = fit(blob_data, first, tmp_path / "b.pt", resume=True, progress=False)  # already past epoch 1
+    assert again["epoch"] == 2
+
+
+def test_resume_refuses_a_different_data_split(blob_data, tmp_path: Path) -> None:
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=256, data=DATA)
+    fit(blob_data, cfg, tmp_path / "m.pt", progress=False)
+    src = blob_run(30, size=64)
+    other = build_datasets(
+        src, DataConfig(**{**DATA.to_dict(), "seed": 9, "axis_signs": (1, 1)}), pipeline=PIPE
+    )
+    cfg.epochs = 2
+    with pytest.raises(ValueError, match="different data"):
+        fit(other, cfg, tmp_path / "m.pt", resume=True, progress=False)
