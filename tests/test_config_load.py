@@ -29,7 +29,7 @@ def _write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
 def test_sim_bench_config_is_all_simulated(no_bench_model: None) -> None:
     cfg = load_config(CONFIGS / "sim-bench.toml")
     assert {cfg.devices.dmd.kind, cfg.devices.camera.kind, cfg.devices.pump.kind} == {"simulated"}
-    assert cfg.bench == {"configuration": "reflection", "seed": 1, "optical_thickness": 0.0}
+    assert cfg.bench == {"configuration": "reflection", "seed": 1, "medium": {"optical_thickness": 0.0}}
     assert cfg.run.protocol == "bsbd"
     assert cfg.protocol_params("speckle-sim").samples == ["beads", "neurons"]
     assert len(cfg.plan()) == 4000

@@ -111,11 +111,15 @@ def test_replay_abort_and_bad_speed(recorded):
     with pytest.raises(ValueError):
         ReplaySource(path, speed=0)
     src = ReplaySource(path, speed=0.5)  # would take 0.4 s
-    sink = Collect()
-    d = Dispatcher(observer_queue=1000)
-    d.add(sink, critical=False)
-    import threading
 
-    threading.Timer(0.05, src.abort).start()
+    class AbortAfterFirstFrame(Collect):
+        """Aborts from the sink's own thread once a frame has arrived: no wall-clock race."""
+
+        def frame(self, frame, event) -> None:
+            super().frame(frame, event)
+            src.abort()
+
+    d = Dispatcher(observer_queue=1000)
+    d.add(AbortAfterFirstFrame(), critical=False)
     result = src.run(d)
     assert result.status == "aborted" and 0 < result.frames < 40
