@@ -1,0 +1,51 @@
+"""``specklab gui [--config CONFIG] [--set KEY=VALUE]``: the control panel.
+
+Registered into the ``specklab`` command by ``acquisition/cli.py`` (``PLUGIN_MODULES``). Qt is
+imported only when the subcommand runs, so ``specklab acquire`` on a headless machine never
+loads it. The config is validated before any window opens: a bad file exits with code 2 and the
+loader's message, as every other subcommand does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DEFAULT_CONFIG = "configs/sim-bench.toml"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``gui`` subcommand to the ``specklab`` parser."""
+    p = subparsers.add_parser("gui", help="open the control panel (live view, protocols, replay, results)")
+    p.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG}: simulated bench)"
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--replay", metavar="RUN", help="open this run file in the Replay tab")
+    p.add_argument("--no-bench", action="store_true", help="replay and results only (no devices)")
+    p.set_defaults(func=cmd_gui)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from acquisition.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.set or [])
+    except ConfigError as exc:
+        print(f"specklab gui: {exc}", file=sys.stderr)
+        return 2
+
+    from PyQt5.QtWidgets import QApplication
+
+    from gui.app import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(cfg, args.config, open_bench=not args.no_bench)
+    if args.replay:
+        window.replay.open_run(args.replay)
+        window.tabs.setCurrentWidget(window.replay)
+    window.show()
+    code = app.exec_()
+    window.shutdown()
+    return int(code)

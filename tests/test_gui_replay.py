@@ -1,0 +1,125 @@
+"""Replay and results panels on a run recorded through the acquisition API (no GUI involved)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from test_engine_helpers import FakeCamera, FakeDmd, FakePump, bsbd_plan, run_info
+
+from acquisition.engine import BenchEngine, PumpSettings
+from acquisition.reader import RunReader
+from acquisition.runner import record
+from devices.bench.clock import SimClock
+from gui.replay_panel import ReplayPanel
+from gui.results_panel import ResultsPanel, find_results, headline
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """A 40-frame B,S,B,D run (1 ms apart on the bench clock) written by ``acquisition.runner.record``."""
+    clock = SimClock()
+    dmd = FakeDmd(clock)
+    engine = BenchEngine(dmd, FakeCamera(clock, dmd), FakePump(), PumpSettings(7.0))
+    plan = bsbd_plan(n_frames=40, n_positions=5, interval_s=0.001)
+    out = tmp_path_factory.mktemp("replay") / "stored.h5"
+    result = record(plan, engine, run_info(plan, engine.identities()), out)
+    assert result.status == "complete"
+    # Expected values are read now, with no other reader open: two h5py SWMR handles on one file in
+    # one process read zeros after a refresh (HDF5 shared-file issue, reported to the reader owner).
+    with RunReader(out) as r:
+        expected = {"frames": np.asarray(r.frames[:]), "D": r.indices("D")}
+    return out, expected
+
+
+@pytest.fixture
+def panel(qtbot):
+    p = ReplayPanel()
+    qtbot.addWidget(p)
+    yield p
+    p.close_run()
+
+
+def test_open_scrub_and_filter_by_role(qtbot, panel, stored_run):
+    stored_run, expected = stored_run
+    opened = []
+    panel.run_opened.connect(opened.append)
+    assert panel.open_run(stored_run)
+    assert opened == [str(stored_run)]
+    assert len(panel.indices) == 40 and panel.current_frame == 0
+    assert [panel.role.itemData(i) for i in range(1, panel.role.count())] == ["B", "D", "S"]
+    assert '"status": "complete"' in panel.attrs_text.toPlainText()
+
+    panel.slider.setValue(7)  # scrub
+    assert panel.current_frame == 7
+    np.testing.assert_array_equal(panel.view.getImageItem().image, expected["frames"][7])
+    d_idx = expected["D"]
+
+    panel.set_role("D")
+    np.testing.assert_array_equal(panel.indices, d_idx)
+    assert panel.slider.maximum() == len(d_idx) - 1
+    panel.slider.setValue(3)
+    assert panel.current_frame == d_idx[3]
+    np.testing.assert_array_equal(panel.view.getImageItem().image, expected["frames"][d_idx[3]])
+    meta = panel.frame_metadata(panel.current_frame)
+    assert meta["role"] == "D" and meta["index"] == d_idx[3]
+    shown = {panel.frame_table.item(r, 0).text(): panel.frame_table.item(r, 1).text() for r in range(10)}
+    assert shown["role"] == "D"
+    assert "extra.grid_index" in meta  # Event.extra columns are shown too
+    assert "D" in panel.position_label.text()
+
+
+def test_play_follows_recorded_pace_and_stops_at_end(qtbot, panel, stored_run):
+    panel.open_run(stored_run[0])
+    panel.set_role("S")
+    panel.speed.setCurrentText("0.25×")  # 10 S frames 4 ms apart → 40 ms at 1x, 160 ms at 0.25x
+    t0 = time.monotonic()
+    panel.play_btn.setChecked(True)
+    qtbot.waitUntil(lambda: not panel.play_btn.isChecked(), timeout=5000)
+    assert time.monotonic() - t0 >= 0.13  # 36 ms of recorded time at 0.25x, not as fast as possible
+    assert panel.position == len(panel.indices) - 1  # reached the last S frame and stopped
+
+
+def test_missing_or_foreign_file_is_reported_not_raised(qtbot, panel, tmp_path):
+    assert not panel.open_run(tmp_path / "nope.h5")
+    assert "cannot open" in panel.position_label.text()
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    assert not panel.open_run(tmp_path / "junk.h5")
+    assert panel.reader is None
+
+
+def test_results_found_by_naming_convention_and_shown(qtbot, tmp_path):
+    run = tmp_path / "r1.h5"
+    run.write_bytes(b"")
+    (tmp_path / "r1.crb.json").write_text(json.dumps({"crb_um": 0.123456, "fisher": {"value": 65.6}}))
+    (tmp_path / "r1.eval.json").write_text("{broken")
+    (tmp_path / "other.crb.json").write_text("{}")  # another run: not picked up
+    from PyQt5.QtGui import QImage
+
+    img = QImage(8, 6, QImage.Format_RGB32)
+    img.fill(0)
+    img.save(str(tmp_path / "r1.crb.png"))
+
+    found = find_results(run)
+    assert set(found.json) == {"crb", "eval"}
+    assert [p.name for p in found.figures] == ["r1.crb.png"]
+
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.show_run(run)
+    assert panel.data["crb"]["crb_um"] == pytest.approx(0.123456)
+    assert "eval" not in panel.data  # unreadable JSON is listed, not fatal
+    assert "crb_um = 0.1235" in panel.headline.text() and "fisher.value = 65.6" in panel.headline.text()
+    assert panel.tree.topLevelItemCount() == 2
+    assert panel.figure.pixmap() is not None and panel.figure.pixmap().width() == 8
+
+
+def test_results_panel_says_what_it_looks_for(qtbot, tmp_path):
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    res = panel.show_run(tmp_path / "empty.h5")
+    assert res.empty
+    assert "empty.crb.json" in panel.run_label.text()
+    assert headline({"a": 1, "b": "x", "c": [1, 2], "d": True}) == [("a", "1"), ("b", "x")]
