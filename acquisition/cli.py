@@ -104,10 +104,10 @@ def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     from acquisition.config import ConfigError
-    from acquisition.engine import BenchEngine, PumpSettings
-    from acquisition.hdf5_writer import WriterOptions, to_json
+    from acquisition.hdf5_writer import WriterOptions
     from acquisition.runner import Runner, record
-    from acquisition.sinks import STATUS_ABORTED, STATUS_COMPLETE, RunInfo
+    from acquisition.sinks import STATUS_ABORTED, STATUS_COMPLETE
+    from acquisition.wiring import default_output, prepare_run
     from devices.factory import open_bench
 
     # 1. everything that can be checked without hardware, before any device opens
@@ -117,21 +117,13 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"specklab acquire: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    out = Path(args.out) if args.out else None
-    if out is None:
-        import datetime as _dt
-
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(cfg.run.output_dir) / f"{plan.protocol}-{stamp}.h5"
+    out = Path(args.out) if args.out else default_output(cfg, plan.protocol)
     if out.exists() and not args.overwrite:
         print(f"specklab acquire: {out} exists (use --overwrite to replace it)", file=sys.stderr)
         return EXIT_USAGE
     if len(plan.events) == 0:
         print("specklab acquire: the plan has no frames", file=sys.stderr)
         return EXIT_USAGE
-    config_text = Path(args.config).read_text(encoding="utf-8") if args.config else ""
-    params = cfg.protocol_params()
-    pump_cfg = cfg.devices.pump
     options = WriterOptions(flush_every_frames=args.flush_every, flush_every_s=cfg.run.flush_interval_s)
 
     # 2. the devices
@@ -150,40 +142,19 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     update, close_bar = _progress_bar(len(plan.events), plan.protocol, not args.no_progress)
     try:
         with open_bench(cfg) as bench:
-            engine = BenchEngine(
-                bench.dmd,
-                bench.camera,
-                bench.pump,
-                PumpSettings(pump_cfg.rate_ml_per_h, pump_cfg.diameter_mm, pump_cfg.direction),
+            prepared = prepare_run(
+                cfg,
+                bench,
+                plan=plan,
+                config_path=args.config,
+                overrides=args.set,
                 block_size=args.block_size,
                 verify_patterns=not args.no_verify,
             )
-            ground_truth = {"plan": dict(plan.ground_truth)}
-            bench_truth = bench.ground_truth()
-            if bench_truth:
-                ground_truth["bench"] = bench_truth
-            info = RunInfo(
-                protocol=plan.protocol,
-                events=plan.events,
-                frame_shape=bench.frame_shape(),
-                protocol_config=dict(plan.config),
-                bench_config=json.loads(to_json(cfg.bench_config())),
-                config_text=config_text,
-                devices=bench.identities(),
-                ground_truth=ground_truth,
-                um_per_px=float(getattr(params, "um_per_px", math.nan)),
-                simulated=bench.simulated,
-                extra={
-                    "config_source": str(args.config or "<defaults>"),
-                    "config_overrides": json.dumps(args.set or []),
-                    "full_config": to_json(cfg.to_dict()),
-                    "device_kinds": json.dumps(bench.kinds),
-                },
-            )
             result = record(
-                plan,
-                engine,
-                info,
+                prepared.plan,
+                prepared.engine,
+                prepared.info,
                 out,
                 writer_options=options,
                 progress=update,
@@ -207,7 +178,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             "elapsed_s": round(result.elapsed_s, 3),
             "frames_per_s": round(result.frames / result.elapsed_s, 1) if result.elapsed_s > 0 else None,
             "dropped": result.dropped(),
-            "dmd_uploads": engine.uploads,
+            "dmd_uploads": prepared.engine.uploads,
         }
     )
     if result.status == STATUS_COMPLETE:

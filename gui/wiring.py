@@ -1,28 +1,23 @@
-"""Config → plan → engine + RunInfo for a run started from the GUI (Qt-free adapter).
+"""Config → plan → engine + RunInfo for a run started from the GUI (Qt-free).
 
-Why this module exists: ``specklab acquire`` (``acquisition/cli.py::cmd_acquire``) builds the
-engine and the :class:`~acquisition.sinks.RunInfo` inline, with no reusable function. Until the
-CLI exposes one (requested from the acquisition owner: ``prepare_run(cfg, bench, config_path,
-overrides) -> (plan, engine, info, writer_options)``), this adapter reproduces exactly the same
-wiring, field for field, so a GUI run file is indistinguishable from a CLI one. Replace the body
-of :func:`prepare_run` by that call when it lands.
+The wiring itself is :func:`acquisition.wiring.prepare_run`, shared with ``specklab acquire``, so a
+GUI run file is indistinguishable from a CLI one; this module adds what only the panel needs: a
+protocol edited in its form, and the writer options it owns.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from acquisition.config import SpecklabConfig, validate_config
-from acquisition.engine import BenchEngine, PumpSettings
+from acquisition.engine import BenchEngine
 from acquisition.events import Plan
-from acquisition.hdf5_writer import WriterOptions, to_json
+from acquisition.hdf5_writer import WriterOptions
 from acquisition.protocols import canonical_name
 from acquisition.sinks import RunInfo
+from acquisition.wiring import prepare_run as acquisition_prepare_run
 from devices.factory import Bench
 
 
@@ -52,12 +47,6 @@ def config_with_protocol(cfg: SpecklabConfig, protocol: str, params: dict[str, A
     return validate_config(data, source="control panel")
 
 
-def default_output(cfg: SpecklabConfig, protocol: str) -> Path:
-    """``<run.output_dir>/<protocol>-<time>.h5``, as ``specklab acquire`` names runs."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.run.output_dir) / f"{canonical_name(protocol)}-{stamp}.h5"
-
-
 def prepare_run(
     cfg: SpecklabConfig,
     bench: Bench,
@@ -67,40 +56,14 @@ def prepare_run(
     block_size: int = 100,
     flush_every_frames: int = 100,
 ) -> PreparedRun:
-    """Engine, RunInfo and writer options as ``cmd_acquire`` builds them (see the module docstring)."""
-    plan = cfg.plan()
-    params = cfg.protocol_params()
-    pump_cfg = cfg.devices.pump
-    engine = BenchEngine(
-        bench.dmd,
-        bench.camera,
-        bench.pump,
-        PumpSettings(pump_cfg.rate_ml_per_h, pump_cfg.diameter_mm, pump_cfg.direction),
+    """The CLI's own wiring (:func:`acquisition.wiring.prepare_run`), tagged as started from the GUI."""
+    prepared = acquisition_prepare_run(
+        cfg,
+        bench,
+        config_path=config_path,
+        overrides=["edited in the control panel"],
         block_size=block_size,
-    )
-    ground_truth: dict[str, Any] = {"plan": dict(plan.ground_truth)}
-    bench_truth = bench.ground_truth()
-    if bench_truth:
-        ground_truth["bench"] = bench_truth
-    config_text = Path(config_path).read_text(encoding="utf-8") if config_path else ""
-    info = RunInfo(
-        protocol=plan.protocol,
-        events=plan.events,
-        frame_shape=bench.frame_shape(),
-        protocol_config=dict(plan.config),
-        bench_config=json.loads(to_json(cfg.bench_config())),
-        config_text=config_text,
-        devices=bench.identities(),
-        ground_truth=ground_truth,
-        um_per_px=float(getattr(params, "um_per_px", math.nan)),
-        simulated=bench.simulated,
-        extra={
-            "config_source": str(config_path or "<defaults>"),
-            "config_overrides": json.dumps(["edited in the control panel"]),
-            "full_config": to_json(cfg.to_dict()),
-            "device_kinds": json.dumps(bench.kinds),
-            "started_from": "gui",
-        },
+        started_from="gui",
     )
     options = WriterOptions(flush_every_frames=flush_every_frames, flush_every_s=cfg.run.flush_interval_s)
-    return PreparedRun(cfg, plan, engine, info, Path(out), options)
+    return PreparedRun(cfg, prepared.plan, prepared.engine, prepared.info, Path(out), options)
