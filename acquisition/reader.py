@@ -118,10 +118,16 @@ class RunReader:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"no run file at {self.path}")
+        # Only a run still flagged as being written (live, or killed mid-run) needs SWMR reads;
+        # HDF5 refuses a plain open of such a file. Finished runs are opened plainly: two SWMR
+        # handles on one file in one process read zeros after either refreshes (HDF5 shares the
+        # file object between them), and analysis and the GUI often open a run twice.
         try:
-            self._file = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError as exc:
-            raise RunFileError(f"{self.path} cannot be opened as HDF5: {exc}") from exc
+            self._file = h5py.File(self.path, "r")
+            self._live = False
+        except OSError:
+            self._file = self._open_swmr()
+            self._live = True
         if "entry/data/frames" not in self._file:
             self._file.close()
             raise RunFileError(f"{self.path} is not a specklab run file (no /entry/data/frames)")
@@ -130,6 +136,12 @@ class RunReader:
         self._table: np.ndarray | None = None
         self._n = 0
         self.refresh()
+
+    def _open_swmr(self) -> h5py.File:
+        try:
+            return h5py.File(self.path, "r", libver="latest", swmr=True)
+        except OSError as exc:
+            raise RunFileError(f"{self.path} cannot be opened as HDF5: {exc}") from exc
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -144,11 +156,12 @@ class RunReader:
     def refresh(self) -> int:
         """Re-read the valid-frame counter (a live run grows); returns the number of valid frames."""
         counter = self._entry["frames_written"]
-        counter.refresh()
-        self._ds.refresh()
-        for ds in self._entry["events"].values():
-            if isinstance(ds, h5py.Dataset):
-                ds.refresh()
+        if self._live:
+            counter.refresh()
+            self._ds.refresh()
+            for ds in self._entry["events"].values():
+                if isinstance(ds, h5py.Dataset):
+                    ds.refresh()
         n = int(counter[()])
         if self.status != "running":
             n = max(n, int(_attr(self._entry.attrs.get("frames_written", n))))
