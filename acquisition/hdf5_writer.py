@@ -37,6 +37,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 from acquisition.events import Event
 from acquisition.sinks import STATUS_COMPLETE, STATUS_FAILED, STATUS_RUNNING, RunInfo
@@ -151,6 +152,7 @@ class Hdf5RunWriter:
         self._file: h5py.File | None = None
         self._frames: h5py.Dataset | None = None
         self._counter: h5py.Dataset | None = None
+        self._counter_value = np.zeros((), dtype=np.int64)
         self._measured: dict[str, h5py.Dataset] = {}
         self._buffer: dict[str, list[float]] = {k: [] for k in MEASURED_COLUMNS}
         self._buffer_start = 0
@@ -299,21 +301,43 @@ class Hdf5RunWriter:
         ):
             self.flush()
 
+    def frames(self, batch: list[tuple[Frame, Event]]) -> None:
+        """Store several frames in order (the dispatcher's batch hand-off); same result as ``frame`` each.
+
+        Each frame stays one raw chunk write (measured: one ``(k, H, W)`` slab write through
+        HDF5 costs more per frame than k direct chunk writes) and the flush cadence stays per
+        frame. On failure the exception carries ``frames_done``: frames of the batch stored.
+        """
+        store = self.frame
+        done = 0
+        try:
+            for frame, event in batch:
+                store(frame, event)
+                done += 1
+        except Exception as exc:
+            exc.frames_done = done  # type: ignore[attr-defined]
+            raise
+
     def flush(self) -> None:
         """Frames and metadata first, then the counter: the counter never covers unflushed frames."""
         if self._file is None or self._frames is None or self._counter is None:
             return
         start, stop = self._buffer_start, self.frames_written
         if stop > start:
+            # low-level writes: the high-level slice assignment costs ~4x more (~90 µs a column)
+            mspace = h5s.create_simple((stop - start,))
             for name, ds in self._measured.items():
-                ds[start:stop] = np.asarray(self._buffer[name], dtype=ds.dtype)
+                fspace = ds.id.get_space()
+                fspace.select_hyperslab((start,), (stop - start,))
+                ds.id.write(mspace, fspace, np.asarray(self._buffer[name], dtype=ds.dtype))
                 self._buffer[name].clear()
-                ds.flush()
-        self._frames.flush()
-        self._buffer_start = stop
-        self._counter[()] = stop
-        self._counter.flush()
+        # One file flush pushes every dataset's cached raw data and all metadata (chunk index,
+        # measured columns) to the OS; only then is the counter advanced and flushed on its own.
         self._file.flush()
+        self._buffer_start = stop
+        self._counter_value[()] = stop
+        self._counter.id.write(h5s.ALL, h5s.ALL, self._counter_value)
+        self._counter.flush()
         self._since_flush = 0
         self._last_flush = time.monotonic()
 

@@ -15,7 +15,11 @@ the same disk:
   which is bounded by the physics, reported separately.
 
 It prints frames/s, MB/s, the HDF5/numpy ratio (goal >= 0.90) and frames dropped (goal 0).
-Both paths end with fsync so the page cache does not flatter either one.
+Both paths end with fsync so the page cache does not flatter either one. Like with like:
+the same bytes (4 pre-made frames cycled), the same directory, interleaved, best of N.
+The HDF5 run's fixed cost (file creation with every dataset, SWMR switch, final attribute
+rewrite; measured as a 1-frame run) is reported separately, together with the ratio it
+leaves once it is taken out ("stream" ratio); the headline ratio keeps it in.
 """
 
 from __future__ import annotations
@@ -203,13 +207,13 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
-        print(f"disk: {d}")
+        print(f"disk: {d}  (best of {args.repeat}, numpy and HDF5 interleaved, both fsynced)")
         print(f"{'frame':>10} {'frames':>7} {'numpy f/s':>10} {'numpy MB/s':>11} {'hdf5 f/s':>10} "
-              f"{'hdf5 MB/s':>10} {'ratio':>6} {'dropped':>8}")  # fmt: skip
+              f"{'hdf5 MB/s':>10} {'ratio':>6} {'fixed s':>8} {'stream':>7} {'dropped':>8}")  # fmt: skip
         worst = math.inf
         for shape, n in (((128, 128), args.frames_small), ((2048, 2048), args.frames_large)):
             mb = n * shape[0] * shape[1] * 2 / 1e6
-            t_np = t_h5 = math.inf
+            t_np = t_h5 = t_fixed = math.inf
             dropped = 0
             for _ in range(args.repeat):  # interleaved, best of N: fair to both on a noisy disk
                 t_np = min(t_np, bench_numpy(shape, n, d / "frames.npy"))
@@ -218,13 +222,19 @@ def main() -> int:
                 assert status == "complete", status
                 t_h5, dropped = min(t_h5, t), max(dropped, dr)
                 (d / "run.h5").unlink()
+                t, dr, status = bench_hdf5(shape, 1, d / "one.h5")  # the fixed cost of a run
+                assert status == "complete", status
+                t_fixed, dropped = min(t_fixed, t), max(dropped, dr)
+                (d / "one.h5").unlink()
             ratio = t_np / t_h5
+            stream = t_np / max(t_h5 - t_fixed, 1e-9)
             worst = min(worst, ratio)
             print(
                 f"{shape[0]}x{shape[1]:<5} {n:>7} {n / t_np:>10.0f} {mb / t_np:>11.1f} {n / t_h5:>10.0f} "
-                f"{mb / t_h5:>10.1f} {ratio:>6.2f} {dropped:>8}"
+                f"{mb / t_h5:>10.1f} {ratio:>6.2f} {t_fixed:>8.3f} {stream:>7.2f} {dropped:>8}"
             )
-        print(f"worst HDF5/numpy throughput ratio: {worst:.2f} (goal >= 0.90)")
+        verdict = "met" if worst >= 0.9 else "NOT met"
+        print(f"worst HDF5/numpy throughput ratio: {worst:.2f} (goal >= 0.90: {verdict}, fixed cost in)")
         if args.bench:
             bench_simulated(min(args.frames_small, 2000), d / "sim.h5")
     return 0
