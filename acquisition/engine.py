@@ -20,7 +20,12 @@ interval, and the camera runs one sequence acquisition at the same interval.
 Each frame is paired with its event. With a DMD that can tell what it displayed at a
 time (the simulated one, ``displayed_pattern(t)``), the engine checks that the picture on
 the DMD during the exposure is the event's pattern, and a mismatch is an error
-(:class:`PatternMismatchError`), not a silently mislabelled frame.
+(:class:`PatternMismatchError`), not a silently mislabelled frame. When the DMD can also
+tell *which* uploaded picture it shows (``displayed_index(t) -> (sequence id, index)``), the
+check costs no picture copy: the first time a block shows an uploaded picture its full
+content is compared with the event's pattern (this also checks the upload), afterwards the
+shown index is compared with the upload order; an unexpected index still gets the full
+comparison (two uploaded pictures may be identical) before it is called a mismatch.
 
 Known limit on real hardware: DMD (master) and camera run on independent clocks; over a
 long continuous block they can drift by a frame. A real bench should trigger the camera
@@ -129,11 +134,14 @@ class BenchEngine:
         self.block_size = block_size
         self.max_period = max_period
         self.verify_patterns = verify_patterns and hasattr(dmd, "displayed_pattern")
+        self._by_index = hasattr(dmd, "displayed_index") and hasattr(dmd, "sequence_id")
         self.frame_timeout_s = frame_timeout_s
         self.period: int | None = None
         self.uploads = 0  # number of DMD uploads (a periodic plan needs one per uniform stretch)
         self._events: Sequence[Event] = ()
         self._block_patterns: dict[int, np.ndarray] = {}
+        self._block_ids: list[int] = []  # pattern id of each uploaded picture, in upload order
+        self._verified: set[tuple[int, int]] = set()  # (sequence id, index) whose content was checked
         self._binary = True
         self._pump_running = False
         self._block_open = False
@@ -182,6 +190,8 @@ class BenchEngine:
             stop = min(stop, start + self.block_size)
             ids = [events[k].pattern_id for k in range(start, stop)]
         stack = self._render(plan, ids)
+        self._block_ids = [int(pid) for pid in ids]
+        self._verified = set()
         if self.camera.exposure_s != first.exposure_s:
             self.camera.set_exposure(first.exposure_s)
         self.dmd.upload(stack, picture_time_s=first.interval_s, bit_depth=1 if self._binary else 8)
@@ -200,6 +210,21 @@ class BenchEngine:
 
     def _verify(self, frame: Frame, event: Event) -> None:
         t_mid = frame.timestamp_s + 0.5 * frame.exposure_s
+        key: tuple[int, int] | None = None
+        if self._by_index:
+            shown_at = self.dmd.displayed_index(t_mid)  # type: ignore[attr-defined]
+            if shown_at is None:
+                raise PatternMismatchError(f"event {event.index}: DMD showed nothing at t={t_mid:.6f} s")
+            seq, k = shown_at
+            ids = self._block_ids
+            if (
+                seq == self.dmd.sequence_id  # type: ignore[attr-defined]
+                and 0 <= k < len(ids)
+                and ids[k] == event.pattern_id
+            ):
+                key = (seq, k)
+                if key in self._verified:
+                    return  # this uploaded picture's content was already checked in this block
         shown = self.dmd.displayed_pattern(t_mid)  # type: ignore[attr-defined]
         expected = self._block_patterns[event.pattern_id]
         if shown is None:
@@ -210,6 +235,8 @@ class BenchEngine:
                 f"event {event.index} (role {event.role}, pattern {event.pattern_id}): the DMD displayed "
                 f"another picture at t={t_mid:.6f} s (frame {frame.frame_number})"
             )
+        if key is not None:
+            self._verified.add(key)
 
     def end_block(self) -> None:
         if not self._block_open:

@@ -9,6 +9,13 @@ makes, defects and workarounds included. Only three things are added on top:
   pushed into it (virtual clock), or it reads CLOCK_MONOTONIC with the clock's offset (realtime);
 * :meth:`SimulatedDmd.displayed_pattern` tells the bench which picture the mirrors show at any
   bench time, and :meth:`SimulatedDmd.trigger` plays the trigger-input edge for slave mode.
+
+Per-frame cost (a 10^5-frame headless run asks for the displayed picture at every frame): the
+library tells, without copying anything, which (content stamp, picture index) is shown at a
+time; a rendered picture is copied out of the library once per key and then served from a
+small cache as a *read-only* array, the same object every time (the bench caches its optics per
+picture object). :meth:`SimulatedDmd.displayed_index` gives the (sequence id, picture index)
+alone, which is all the acquisition engine needs to check a frame's pattern.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import itertools
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +44,8 @@ from devices.bench.clock import SimClock
 from devices.dmd_alp import AlpDmd, alp_error
 
 _serials = itertools.count(81001)
+#: Bytes of rendered pictures a SimulatedDmd keeps (a 100-picture bsbd period of XGA is 79 MB).
+PICTURE_CACHE_BYTES = 128 * 2**20
 _libraries: dict[Path, SimAlpExtras] = {}
 _libraries_lock = threading.Lock()
 
@@ -69,6 +79,11 @@ class SimulatedDmd(AlpDmd):
         rows, cols = (int(v) for v in shape)
         self._clock = clock
         self._serial_plugged: int | None = None
+        self._dev: int | None = None  # ALP device id once allocated (pushed time goes there)
+        self._last_pushed_us: int | None = None
+        # (content stamp, picture index) -> read-only rendered picture; see displayed_pattern
+        self._pictures: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._pictures_lock = threading.Lock()
         folder, extras = simulated_library()
         self._extras = extras
         serial = next(_serials)
@@ -78,6 +93,7 @@ class SimulatedDmd(AlpDmd):
         self._serial_plugged = serial
         try:
             super().__init__(version="4.3", lib_dir=str(folder), device_number=serial)
+            self._dev = self.device_id
             self._follow_clock()
         except BaseException:
             self.close()
@@ -110,9 +126,14 @@ class SimulatedDmd(AlpDmd):
         self_ref = weakref.ref(self)
 
         def push_time(t_s: float) -> None:
+            # Called at every clock advance (twice a camera frame): a plain int compare and one
+            # GIL-holding C call; an unchanged time (advance_to a time already reached) is skipped.
             dmd = self_ref()
             if dmd is not None and not dmd._closed and dmd._device_allocated:
-                dmd._extras.set_time(dmd.device_id, _to_us(t_s))
+                t_us = _to_us(t_s)
+                if t_us != dmd._last_pushed_us:
+                    dmd._extras.set_time(dmd._dev, t_us)
+                    dmd._last_pushed_us = t_us
 
         self._clock.subscribe(push_time)
 
@@ -122,20 +143,47 @@ class SimulatedDmd(AlpDmd):
         ``None`` when nothing is projected (idle, halted, a single run finished, slave mode before
         its first trigger) or when ``t_s`` is before the current projection started (the library
         keeps no history of earlier projections).
+
+        The array is **read-only** and shared: the same displayed picture (same projection
+        content stamp and picture index) returns the same object until the projection changes,
+        so callers may cache work per picture object. Copy it to modify it.
         """
         self._require_open("displayed pattern")
-        rc, picture, _, _ = self._extras.displayed(self.device_id, _to_us(t_s), self.shape)
+        rc, _, index, stamp = self._extras.displayed_key(self._dev, _to_us(t_s))
         if rc == 0:
-            return picture
+            with self._pictures_lock:
+                picture = self._pictures.get((stamp, index))
+                if picture is not None:
+                    self._pictures.move_to_end((stamp, index))
+                    return picture
+            # Miss: copy the picture out of the library, keyed by what that same call reports.
+            rc, picture, _, index, stamp = self._extras.displayed_ex(self._dev, _to_us(t_s), self.shape)
+            if rc == 0:
+                picture.flags.writeable = False
+                self._remember(stamp, index, picture)
+                return picture
         if rc in (SIMALP_NOT_DISPLAYED, SIMALP_TIME_UNKNOWN):
             return None
         raise alp_error("displayed pattern", "SimAlpGetDisplayed", rc)
 
+    def _remember(self, stamp: int, index: int, picture: np.ndarray) -> None:
+        with self._pictures_lock:
+            pictures = self._pictures
+            if pictures and next(reversed(pictures))[0] != stamp:
+                pictures.clear()  # a new projection: stamps never come back, older keys are dead
+            pictures[(stamp, index)] = picture
+            while len(pictures) > 1 and len(pictures) * picture.nbytes > PICTURE_CACHE_BYTES:
+                pictures.popitem(last=False)
+
     def displayed_index(self, t_s: float) -> tuple[int, int] | None:
         """(sequence id, picture index) shown at ``t_s``, or ``None`` (cheap: no picture copy)."""
         self._require_open("displayed index")
-        rc, _, sequence, index = self._extras.displayed(self.device_id, _to_us(t_s), (0, 0))
-        return (sequence, index) if rc == 0 else None
+        rc, sequence, index, _ = self._extras.displayed_key(self._dev, _to_us(t_s))
+        if rc == 0:
+            return sequence, index
+        if rc in (SIMALP_NOT_DISPLAYED, SIMALP_TIME_UNKNOWN):
+            return None
+        raise alp_error("displayed index", "SimAlpGetDisplayedEx", rc)
 
     def trigger(self) -> bool:
         """One trigger-input edge now; True when a slave-mode projection advanced to its next picture."""
@@ -162,6 +210,8 @@ class SimulatedDmd(AlpDmd):
 
     def close(self) -> None:
         """Close the driver, then unplug the simulated unit so its serial and memory are released."""
+        with self._pictures_lock:
+            self._pictures.clear()
         super().close()
         serial, self._serial_plugged = self._serial_plugged, None
         if serial is not None and not self._device_allocated:

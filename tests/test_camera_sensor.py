@@ -95,3 +95,98 @@ def test_negative_or_nan_photons_refused() -> None:
         m.expose(np.array([1.0, -1.0]), np.random.default_rng(0))
     with pytest.raises(ValueError):
         m.expose(np.array([np.nan]), np.random.default_rng(0))
+
+
+# ------------------------------------------------------------ normal approximation above normal_above_e
+
+
+def _adu_pmf_and_derivative(m: SensorModel, lam_e: float, poisson: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distribution of the output ADU (and its d/d lambda) for lam_e expected electrons.
+
+    Poisson electrons (or the normal approximation N(lam, lam)) + N(0, sigma_r^2) read noise, x gain
+    + offset, rounded: the pipeline of SensorModel.expose far from saturation.
+    """
+    from scipy import stats
+
+    g, off, sr = m.gain_adu_per_e, m.offset_adu, m.read_noise_e
+    s = np.sqrt(lam_e + sr**2)
+    k = np.arange(np.floor(off + g * (lam_e - 12 * s)), np.ceil(off + g * (lam_e + 12 * s)) + 1)
+    c_lo, c_hi = (k - 0.5 - off) / g, (k + 0.5 - off) / g  # electron interval of each ADU value
+    if not poisson:
+        u_lo, u_hi = (c_lo - lam_e) / s, (c_hi - lam_e) / s
+        p = stats.norm.cdf(u_hi) - stats.norm.cdf(u_lo)
+        # d/dlam Phi((c - lam)/s(lam)) = phi(u) * (-1/s - u / (2 s^2))
+        dp = stats.norm.pdf(u_hi) * (-1 / s - u_hi / (2 * s * s)) - stats.norm.pdf(u_lo) * (
+            -1 / s - u_lo / (2 * s * s)
+        )
+        return p, dp
+    n = np.arange(max(0, np.floor(lam_e - 12 * np.sqrt(lam_e))), np.ceil(lam_e + 12 * np.sqrt(lam_e)) + 1)
+    cdf = stats.norm.cdf
+    kernel = cdf((c_hi[None, :] - n[:, None]) / sr) - cdf((c_lo[None, :] - n[:, None]) / sr)
+    pn = stats.poisson.pmf(n, lam_e)
+    dpn = stats.poisson.pmf(n - 1, lam_e) - pn  # d/dlam Poisson(n; lam)
+    return pn @ kernel, dpn @ kernel
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0, 10.0])
+def test_normal_approximation_keeps_fisher_information_within_half_a_percent(factor: float) -> None:
+    """At and above the threshold the counts carry the Poisson pipeline's Fisher information (< 0.5 %)."""
+    m = SensorModel()
+    lam_e = factor * m.normal_above_e
+    fisher = {}
+    for poisson in (True, False):
+        p, dp = _adu_pmf_and_derivative(m, lam_e, poisson)
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
+        keep = p > 1e-300
+        fisher[poisson] = float(np.sum(dp[keep] ** 2 / p[keep]))
+    assert fisher[True] == pytest.approx(1 / (lam_e + m.read_noise_e**2), rel=0.01)  # sanity
+    assert fisher[False] / fisher[True] == pytest.approx(1.0, abs=0.005)
+    # and the documented bound 1 + 1/(2 lambda) holds
+    assert fisher[False] / fisher[True] - 1 <= 1 / (2 * lam_e) + 1e-4
+
+
+@pytest.mark.parametrize("photons", [1600.0, 1700.0, 5000.0, 20000.0])
+def test_mean_and_variance_above_the_threshold(photons: float) -> None:
+    """qe*photons = 960 (exact Poisson), 1020, 3000, 12000 electrons (normal approximation)."""
+    m = SensorModel()
+    x = _sample(m, photons)
+    var = m.variance_adu(photons)
+    assert abs(x.mean() - m.mean_adu(photons)) < 5 * np.sqrt(var / N_PIX)
+    assert x.var(ddof=1) == pytest.approx(var, rel=5 * np.sqrt(2 / N_PIX))
+
+
+def test_threshold_is_where_the_draw_changes_and_exact_poisson_is_available() -> None:
+    """Below the threshold the counts are Poisson (integer electrons without read noise); above, not."""
+    m = SensorModel(read_noise_e=0.0, gain_adu_per_e=1.0, offset_adu=0.0)
+    below = _sample(m, 999.0 / m.qe)
+    assert below.mean() == pytest.approx(999.0, abs=5 * np.sqrt(999.0 / N_PIX))
+    exact = SensorModel(read_noise_e=0.0, gain_adu_per_e=1.0, offset_adu=0.0, normal_above_e=np.inf)
+    x = _sample(exact, 3000.0 / exact.qe)
+    assert x.var(ddof=1) == pytest.approx(3000.0, rel=5 * np.sqrt(2 / N_PIX))
+    third = np.mean((x - x.mean()) ** 3)  # Poisson: third central moment = lambda
+    assert third == pytest.approx(3000.0, rel=0.5)
+    with pytest.raises(ValueError, match="normal_above_e"):
+        SensorModel(normal_above_e=1.0)
+
+
+def test_well_clip_comes_before_read_noise_near_saturation() -> None:
+    """Near the well the normal pixels clip the shot noise first: read noise spreads the clip level."""
+    m = SensorModel(gain_adu_per_e=1.0, read_noise_e=3.0, offset_adu=100.0, full_well_e=30000.0)
+    x = _sample(m, 1e6)  # far above the well: every pixel is clipped at 30000 e-, then read noise
+    assert x.mean() == pytest.approx(30100.0, abs=0.05)
+    assert x.std() == pytest.approx(np.sqrt(9.0 + 1 / 12), rel=0.02)
+
+
+def test_box_muller_normals() -> None:
+    from scipy import stats
+
+    from devices.bench.sensor import standard_normal_f32
+
+    z = standard_normal_f32(np.random.default_rng(2), 1_000_001).astype(np.float64)
+    assert z.shape == (1_000_001,)
+    assert abs(z.mean()) < 5 / 1000
+    assert z.var() == pytest.approx(1.0, abs=5 * np.sqrt(2 / z.size))
+    assert abs(stats.skew(z)) < 5 * np.sqrt(6 / z.size)
+    assert abs(stats.kurtosis(z)) < 5 * np.sqrt(24 / z.size)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert np.abs(z).max() <= 5.78

@@ -251,3 +251,23 @@ def test_realtime_clock_runs_on_the_wall_clock() -> None:
         assert clock.now() - before >= 0.3 - 1e-3
         assert not dmd.is_projecting()
         assert dmd.displayed_pattern(clock.now()) is None
+
+
+def test_displayed_pictures_are_cached_read_only_and_follow_new_uploads(dmd: SimulatedDmd) -> None:
+    frames = patterns(2, seed=11)
+    dmd.upload(frames, picture_time_s=0.001)
+    dmd.start(continuous=True)
+    first = dmd.displayed_pattern(0.0005)
+    assert first is not None and not first.flags.writeable
+    assert dmd.displayed_pattern(0.0025) is first  # same picture again: the same cached object
+    np.testing.assert_array_equal(dmd.displayed_pattern(0.0015), frames[1])
+    assert dmd.displayed_index(0.0015) == (dmd.sequence_id, 1)
+    new = patterns(2, seed=12)
+    dmd.upload(new, picture_time_s=0.001)  # same sequence id and indices, new content
+    dmd.start(continuous=True)
+    t = dmd.extras.get_time(dmd.device_id) / 1e6
+    shown = dmd.displayed_pattern(t)
+    assert shown is not first
+    np.testing.assert_array_equal(shown, new[0])
+    dmd.halt()
+    assert dmd.displayed_index(t) is None

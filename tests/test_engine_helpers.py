@@ -287,3 +287,48 @@ def expected_image(plan: Plan, event: Event, frame_number: int) -> np.ndarray:
     return plan.patterns.pattern(event.pattern_id)[::2, ::2].astype(np.uint16) * 4 + np.uint16(
         frame_number % 1000
     )
+
+
+def test_verify_by_index_checks_content_once_and_still_catches_mismatches() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    from acquisition.engine import BenchEngine, PatternMismatchError
+    from devices.base import Frame
+
+    a = np.zeros((4, 8), np.uint8)
+    b = a.copy()
+    b[1, 2] = 255
+
+    class IndexDmd:
+        sequence_id = 0
+
+        def __init__(self) -> None:
+            self.pictures = [a, b, a.copy()]
+            self.shown = 0
+            self.full_reads = 0
+
+        def displayed_index(self, t_s: float) -> tuple[int, int] | None:
+            return (0, self.shown)
+
+        def displayed_pattern(self, t_s: float) -> np.ndarray | None:
+            self.full_reads += 1
+            return self.pictures[self.shown]
+
+    dmd = IndexDmd()
+    engine = BenchEngine(dmd, SimpleNamespace(), verify_patterns=True)  # type: ignore[arg-type]
+    engine._block_ids = [10, 11, 12]
+    engine._block_patterns = {10: a, 11: b, 12: a}
+    frame = Frame(image=np.zeros((2, 2), np.uint16), frame_number=0, timestamp_s=0.0, exposure_s=1e-3)
+
+    def event(pid: int) -> SimpleNamespace:
+        return SimpleNamespace(index=0, role="D", pattern_id=pid)
+
+    engine._verify(frame, event(10))  # first time index 0 is shown: full content check
+    engine._verify(frame, event(10))  # then by index only
+    assert dmd.full_reads == 1
+    with pytest.raises(PatternMismatchError):
+        engine._verify(frame, event(11))  # index 0 shows pattern 10, not 11
+    engine._verify(frame, event(12))  # another index, but the same picture: accepted after a full check
+    assert dmd.full_reads == 3

@@ -204,6 +204,7 @@ typedef struct {
     size_t ntrig, cap;
     unsigned long queue_id;
     int inversion, upside_down;
+    unsigned long long stamp; /* changes whenever what this projection shows may change (start, put) */
 } Proj;
 
 typedef struct {
@@ -225,6 +226,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static Unit g_units[MAX_UNITS];
 static int g_initialised = 0;
 static unsigned long g_generation = 0;
+static unsigned long long g_stamp = 0; /* content stamps: never reused within a process */
 
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                    */
@@ -703,6 +705,13 @@ static long put_lines(Unit *u, Seq *s, long pic_off, long pic_load, long line_of
     return ALP_OK;
 }
 
+/* A put into the sequence the current projection shows changes what it displays: new stamp. */
+static long put_done(Unit *u, ALP_ID SequenceId, const Seq *s, long rc) {
+    Proj *p = &u->proj;
+    if (p->valid && p->seq == (long)SequenceId && p->generation == s->generation) p->stamp = ++g_stamp;
+    return rc;
+}
+
 static long check_put(Unit *u, ALP_ID SequenceId, long PicOffset, long *PicLoad, const void *data, Seq **out) {
     Seq *s = seq_get(u, SequenceId);
     if (s == NULL) return ALP_PARM_INVALID;
@@ -722,7 +731,8 @@ API long AlpSeqPut(ALP_ID DeviceId, ALP_ID SequenceId, long PicOffset, long PicL
     Seq *s;
     rc = check_put(u, SequenceId, PicOffset, &PicLoad, UserArrayPtr, &s);
     if (rc != ALP_OK) return leave(rc);
-    return leave(put_lines(u, s, PicOffset, PicLoad, 0, u->height, UserArrayPtr));
+    rc = put_lines(u, s, PicOffset, PicLoad, 0, u->height, UserArrayPtr);
+    return leave(put_done(u, SequenceId, s, rc));
 }
 
 API long AlpSeqPutEx(ALP_ID DeviceId, ALP_ID SequenceId, void *UserStructPtr, void *UserArrayPtr) {
@@ -740,7 +750,8 @@ API long AlpSeqPutEx(ALP_ID DeviceId, ALP_ID SequenceId, void *UserStructPtr, vo
     if (line_off < 0 || line_load < 0 || line_off >= u->height) return leave(ALP_PARM_INVALID);
     if (line_load == 0) line_load = u->height - line_off;
     if (line_off + line_load > u->height) return leave(ALP_PARM_INVALID);
-    return leave(put_lines(u, s, lp->PicOffset, pic_load, line_off, line_load, UserArrayPtr));
+    rc = put_lines(u, s, lp->PicOffset, pic_load, line_off, line_load, UserArrayPtr);
+    return leave(put_done(u, SequenceId, s, rc));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -775,6 +786,7 @@ static long proj_start(ALP_ID DeviceId, ALP_ID SequenceId, int continuous) {
     p->queue_id = ++u->next_queue_id;
     p->inversion = (int)u->inversion;
     p->upside_down = (int)u->upside_down;
+    p->stamp = ++g_stamp;
     return leave(ALP_OK);
 }
 
@@ -1083,13 +1095,17 @@ static void render(const Unit *u, const Seq *s, long index, long bitnum, int inv
 /* What the mirrors show at device time t_us: ALP_OK and the picture (height*width bytes, written to
  * out unless NULL), SIMALP_NOT_DISPLAYED (idle, halted, finished, or slave before its first trigger),
  * or SIMALP_TIME_UNKNOWN (t before the current projection, or its sequence was freed since). */
-API long SimAlpGetDisplayed(ALP_ID DeviceId, long long t_us, unsigned char *out, long *seq_id,
-                            long *picture_index) {
+/* SimAlpGetDisplayedEx also returns a content stamp: the same (stamp, picture_index) always means the same
+ * rendered picture (stamps change at every projection start and every put into the projected
+ * sequence, and are never reused), so callers may cache pictures by it. out may be NULL. */
+API long SimAlpGetDisplayedEx(ALP_ID DeviceId, long long t_us, unsigned char *out, long *seq_id,
+                              long *picture_index, unsigned long long *stamp) {
     Unit *u;
     long rc = enter(DeviceId, &u, 0);
     if (rc != ALP_OK) return leave(rc);
     if (seq_id) *seq_id = -1;
     if (picture_index) *picture_index = -1;
+    if (stamp) *stamp = 0;
     long long k = proj_index_at(u, t_us);
     if (k == -2) return leave(SIMALP_TIME_UNKNOWN);
     if (k < 0) return leave(SIMALP_NOT_DISPLAYED);
@@ -1099,8 +1115,14 @@ API long SimAlpGetDisplayed(ALP_ID DeviceId, long long t_us, unsigned char *out,
     long index = p->first + (long)(k % p->nframes);
     if (seq_id) *seq_id = p->seq;
     if (picture_index) *picture_index = index;
+    if (stamp) *stamp = p->stamp;
     if (out) render(u, s, index, p->bitnum, p->inversion, p->upside_down, out);
     return leave(ALP_OK);
+}
+
+API long SimAlpGetDisplayed(ALP_ID DeviceId, long long t_us, unsigned char *out, long *seq_id,
+                            long *picture_index) {
+    return SimAlpGetDisplayedEx(DeviceId, t_us, out, seq_id, picture_index, NULL);
 }
 
 /* A stored picture as uploaded (MSB-aligned levels rendered at the sequence's bit planes). */

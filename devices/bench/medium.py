@@ -98,6 +98,13 @@ class EvolvingSpeckle:
         self._scale = 1.0 if pupil_indices is None else 1.0 / math.sqrt(n)
         self._state = self._draw(n)
         self._field: np.ndarray | None = None
+        if pupil_indices is not None:
+            # Pruned inverse DFT: only the grid rows holding pupil samples (~49 of 128 at the
+            # seed-000 NA) need the transform along x; then all columns along y. Same sums as
+            # a full ifft2, ~20 % less work and no full-grid scatter.
+            rows_used, compact_row = np.unique(pupil_indices // shape[1], return_inverse=True)
+            self._rows_used = rows_used
+            self._compact_idx = compact_row * shape[1] + pupil_indices % shape[1]
 
     def _draw(self, n: int) -> np.ndarray:
         """n standard circular complex Gaussians (E|z|^2 = 1)."""
@@ -124,9 +131,16 @@ class EvolvingSpeckle:
             if self._idx is None:
                 self._field = self._state.reshape(self.shape).astype(np.complex64)
             else:
-                buf = np.zeros(self.shape[0] * self.shape[1], np.complex64)
-                buf[self._idx] = self._state * self._scale
-                self._field = sfft.ifft2(
-                    buf.reshape(self.shape), norm="forward", workers=1, overwrite_x=True
-                ).astype(np.complex64, copy=False)
+                rows, cols = self.shape
+                n_rows = self._rows_used.size
+                buf = np.zeros(n_rows * cols, np.complex64)
+                buf[self._compact_idx] = self._state * self._scale
+                part = sfft.ifft(
+                    buf.reshape(n_rows, cols), axis=1, norm="forward", workers=1, overwrite_x=True
+                )
+                grid = np.zeros(self.shape, np.complex64)
+                grid[self._rows_used] = part
+                self._field = sfft.ifft(grid, axis=0, norm="forward", workers=1, overwrite_x=True).astype(
+                    np.complex64, copy=False
+                )
         return self._field

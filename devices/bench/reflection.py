@@ -27,6 +27,7 @@ with the summed mean intensity). Pixels sample the intensity at their centres.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -74,6 +75,11 @@ class ReflectionModel:
         self._pupil = ((fy[:, None] ** 2 + fx[None, :] ** 2) <= self.f_cut**2).astype(float)
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
+        # picture *object* -> terms, for read-only pictures (the simulated DMD serves each
+        # displayed picture as one shared read-only array): no crop, copy or hash per frame
+        self._by_object: OrderedDict[int, tuple[weakref.ref, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+        self._by_object = OrderedDict()
+        self._terms_off: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         idx = None
         if cfg.medium.speckle_model == "pupil":
             idx = med.circular_pupil_indices(self.shape, self.f_cut)
@@ -82,6 +88,7 @@ class ReflectionModel:
         self._t_last: float | None = None
         self._t_wall: float | None = None
         self._wall_term: np.ndarray | None = None
+        self._static: tuple[np.ndarray, np.ndarray] | None = None  # (E_c, E_c + wall field)
 
     # ------------------------------------------------------------------ budget and fractions
     def photon_rate_per_px(self) -> float:
@@ -180,7 +187,29 @@ class ReflectionModel:
 
         Grey levels are taken as intensity reflectance gray/255 (field sqrt of it): exact
         for the binary 0/255 pictures of seed 000, an approximation of DMD PWM otherwise.
+
+        Two cache levels: by picture *object* for read-only arrays that own their data (treated
+        as immutable; the simulated DMD's displayed pictures are such arrays, one object per
+        displayed picture), and by the content of the DMD region that can reach the camera.
         """
+        if picture is None:
+            if self._terms_off is None:
+                self._terms_off = self._terms_by_content(None)
+            return self._terms_off
+        if picture.flags.writeable or not picture.flags.owndata:
+            return self._terms_by_content(picture)
+        key = id(picture)
+        hit = self._by_object.get(key)
+        if hit is not None and hit[0]() is picture:
+            self._by_object.move_to_end(key)
+            return hit[1]
+        terms = self._terms_by_content(picture)
+        self._by_object[key] = (weakref.ref(picture), terms)
+        if len(self._by_object) > self._cache_size:
+            self._by_object.popitem(last=False)
+        return terms
+
+    def _terms_by_content(self, picture: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r0, r1, c0, c1 = self._crop_bounds()
         if picture is None:
             crop = np.zeros((r1 - r0, c1 - c0), np.uint8)
@@ -234,12 +263,17 @@ class ReflectionModel:
         self._advance_medium(t_s, flow)
         if self._wall_term is None:
             self._wall_term = self.wall_speckle.field * np.float32(math.sqrt(self.i_wall))
+            self._static = None
+        # E_c + wall field changes only with the picture or the wall step (0.5 s): cached
+        if self._static is None or self._static[0] is not ec:
+            self._static = (ec, ec + self._wall_term)
         e = a_flow * self.flow_speckle.field
-        e += ec
-        e += self._wall_term
-        inten = e.real * e.real
-        inten += e.imag * e.imag
-        return inten.astype(np.float64) * exposure_s
+        e += self._static[1]
+        parts = e.view(np.float32)  # (H, 2W): re, im interleaved
+        parts *= parts
+        inten = np.add(parts[:, 0::2], parts[:, 1::2], dtype=np.float64)
+        inten *= exposure_s
+        return inten
 
     # ------------------------------------------------------------------ analytic Fisher
     def target_images(
