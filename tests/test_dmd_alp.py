@@ -241,14 +241,15 @@ def test_realtime_clock_runs_on_the_wall_clock() -> None:
     clock = SimClock(realtime=True)
     with SimulatedDmd(clock, shape=SHAPE) as dmd:
         frames = patterns(3, seed=5)
-        dmd.upload(frames, picture_time_s=0.100)
+        dmd.upload(frames, picture_time_s=0.200)
         before = clock.now()
         dmd.start()
         after = clock.now()  # the projection started somewhere in [before, after]
         assert after - before < 0.1
-        np.testing.assert_array_equal(dmd.displayed_pattern(after + 0.100), frames[1])
+        # mid-picture: 0.25..0.35 s after the start, never on a picture boundary
+        np.testing.assert_array_equal(dmd.displayed_pattern(after + 0.250), frames[1])
         dmd.wait()
-        assert clock.now() - before >= 0.3 - 1e-3
+        assert clock.now() - before >= 0.6 - 1e-3
         assert not dmd.is_projecting()
         assert dmd.displayed_pattern(clock.now()) is None
 
