@@ -1,0 +1,90 @@
+"""``specklab crb RUN.h5 [--json]``: registered into the ``specklab`` command by ``acquisition/cli.py``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``crb`` subcommand."""
+    p = subparsers.add_parser(
+        "crb",
+        help="Cramér–Rao bound of the target position from a fisher-scan or bsbd run",
+        description="Model-free Fisher information matrix and CRB (µm, sample plane) of the target position.",
+    )
+    p.add_argument("run", help="run file (.h5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--role", choices=["F", "D"], default=None, help="target frames (default: F if any, else D)"
+    )
+    p.add_argument("--decorrelation", choices=["pca", "ica", "gaussianize", "none"], default="pca")
+    p.add_argument("--step-rule", choices=["robust", "paper", "richardson"], default="robust")
+    p.add_argument("--rel-tol", type=float, default=0.02, help="relative stderr for the robust step rule")
+    p.add_argument("--bins", type=int, default=None, help="equal-frequency bins (default: from n)")
+    p.add_argument("--bin-factor", type=int, default=4, help="pixel binning (128 -> 32: 4)")
+    p.add_argument("--window", type=int, default=5000, help="Savitzky–Golay window in B frames")
+    p.add_argument("--polyorder", type=int, default=2)
+    p.add_argument("--no-background", action="store_true", help="skip background subtraction")
+    p.add_argument("--no-normalise", action="store_true", help="skip per-frame max normalisation")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_crb)
+
+
+def _safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return _safe(obj.item())
+        except (TypeError, ValueError):
+            return str(obj)
+    return obj
+
+
+def cmd_crb(args: argparse.Namespace) -> int:
+    """Run the CRB analysis and print the result."""
+    from analysis.crb import crb_from_run
+
+    try:
+        res = crb_from_run(
+            args.run,
+            role=args.role,
+            bin_factor=args.bin_factor,
+            background=not args.no_background,
+            normalise=not args.no_normalise,
+            window=args.window,
+            polyorder=args.polyorder,
+            fisher_kwargs={
+                "decorrelation": args.decorrelation,
+                "step_rule": args.step_rule,
+                "rel_tol": args.rel_tol,
+                "bins": args.bins,
+                "device": args.device,
+            },
+        )
+    except FileNotFoundError as exc:
+        print(f"specklab crb: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"specklab crb: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    out = _safe(res.as_dict())
+    if args.json:
+        print(json.dumps(out, indent=1, allow_nan=False))
+    else:
+        cx, cy = out["crb_um"]
+        sx, sy = out["crb_stderr_um"]
+        print(f"CRB x = {cx} ± {sx} µm, y = {cy} ± {sy} µm")
+        print(f"Fisher matrix (1/µm²): {out['fisher']}")
+        print(f"steps (µm): {out['step_um']}, frames used: {out['frames_used']}, rule: {out['method']}")
+    return EXIT_OK

@@ -1,0 +1,70 @@
+"""CRB of the target position: the array core (known answer) and the ``specklab crb`` wiring end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis.crb import crb_from_samples, split_axes
+
+
+def test_crb_core_on_arrays_known_answer():
+    """Gaussian 'frames' whose mean moves linearly with (x, y) in µm: CRB = sqrt(diag(J⁻¹)) exactly."""
+    rng = np.random.default_rng(0)
+    d, n = 8, 20_000
+    ax = rng.standard_normal(d) * 0.15
+    ay = rng.standard_normal(d) * 0.15
+    cov = np.eye(d) * 0.5 + 0.2
+    chol = np.linalg.cholesky(cov)
+    ci = np.linalg.inv(cov)
+    j_true = np.array([[ax @ ci @ ax, ax @ ci @ ay], [ay @ ci @ ax, ay @ ci @ ay]])
+    crb_true = np.sqrt(np.diag(np.linalg.inv(j_true)))
+    offsets = [-2.0, -1.0, 1.0, 2.0]  # µm, both axes, like a fisher-scan with k = 1, 2 (x 0.5 ... not in px)
+    pos = [(0.0, 0.0)] + [(o, 0.0) for o in offsets] + [(0.0, o) for o in offsets] + [(1.0, 1.0)]
+    frames, where = [], []
+    for x, y in pos:
+        frames.append(rng.standard_normal((n, d)) @ chol.T + x * ax + y * ay)
+        where.append(np.tile([x, y], (n, 1)))
+    s = split_axes(np.concatenate(where), np.concatenate(frames).reshape(-1, 2, 4))
+    assert s.center_um == (0.0, 0.0)
+    assert sorted(s.x_axis) == [-2.0, -1.0, 0.0, 1.0, 2.0] and sorted(s.y_axis) == sorted(s.x_axis)
+    assert s.frames_used == 9 * n  # the off-axis position is ignored
+    r = crb_from_samples(s, device="cpu")
+    assert np.all(np.abs(r.crb - crb_true) < 4 * r.crb_stderr + 0.03 * crb_true), (r.crb, crb_true)
+    assert np.all(r.steps > 0)
+
+
+@pytest.mark.slow
+def test_specklab_crb_cli_on_simulated_fisher_scan(tmp_path, capsys):
+    """Acquire a tiny fisher-scan on the simulated bench and run ``specklab crb --json`` on it."""
+    from acquisition import cli
+
+    out = tmp_path / "fs.h5"
+    code = cli.main(
+        [
+            "acquire",
+            "--config",
+            "configs/sim-bench.toml",
+            "--protocol",
+            "fisher-scan",
+            "--set",
+            "frames=1040",
+            "--set",
+            "bench.medium.optical_thickness=4.2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert cli.main(["crb", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("crb_um", "fisher", "step_um", "frames_used", "crb_stderr_um", "method"):
+        assert key in res
+    assert len(res["crb_um"]) == 2 and np.array(res["fisher"]).shape == (2, 2)
+    assert res["frames_used"] == 520 and res["role"] == "F"
+    assert res["fisher"][0][1] == res["fisher"][1][0]
+    assert cli.main(["crb", str(tmp_path / "missing.h5")]) == 2
