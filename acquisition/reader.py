@@ -22,7 +22,7 @@ import numpy as np
 
 from acquisition.events import Event
 
-#: Columns of :attr:`RunReader.table`, in order (the contract in docs/CONTRACTS-dev.md).
+#: Columns of :attr:`RunReader.table`, in order.
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("index", "i8"),
     ("role", "U1"),
