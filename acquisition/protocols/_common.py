@@ -189,11 +189,36 @@ class SquareTargetBank:
         return img
 
 
-def um_extra(x_px: float, y_px: float, ref: tuple[float, float], um_per_px: float) -> dict[str, Any]:
-    """Target position in micrometres at the sample, relative to the reference (S) position."""
-    if math.isnan(x_px):
-        return {"target_x_um": math.nan, "target_y_um": math.nan}
-    return {
-        "target_x_um": (x_px - ref[0]) * um_per_px,
-        "target_y_um": (y_px - ref[1]) * um_per_px,
-    }
+def square_target_event(
+    index: int,
+    role: str,
+    pattern_id: int,
+    bank: SquareTargetBank,
+    reference_px: tuple[float, float],
+    um_per_px: float,
+    params: ProtocolParams,
+    extra: dict[str, Any],
+) -> Event:
+    """The event showing ``bank``'s pattern ``pattern_id`` (the blank has a NaN centre).
+
+    ``extra`` gains the target position in micrometres at the sample, relative to the reference (S)
+    position, so every protocol stores positions the same way.
+    """
+    x, y = bank.centre(pattern_id)
+    if math.isnan(x):
+        um = {"target_x_um": math.nan, "target_y_um": math.nan}
+    else:
+        um = {
+            "target_x_um": (x - reference_px[0]) * um_per_px,
+            "target_y_um": (y - reference_px[1]) * um_per_px,
+        }
+    return Event(
+        index=index,
+        role=role,
+        pattern_id=pattern_id,
+        exposure_s=params.exposure_s,
+        interval_s=params.interval_s,
+        target_x_px=x,
+        target_y_px=y,
+        extra={**extra, **um},
+    )

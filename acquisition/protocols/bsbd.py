@@ -19,8 +19,8 @@ from ._common import (
     ProtocolParams,
     SquareTargetBank,
     dmd_centre,
+    square_target_event,
     total_frames,
-    um_extra,
 )
 
 NAME = "bsbd"
@@ -92,18 +92,7 @@ class BsbdEvents(EventSequence):
             extra["grid_index"] = j % self._n_grid
             extra["cycle"] = j // self._n_grid
             pid = 2 + j % self._n_grid
-        x, y = self._bank.centre(pid)
-        extra.update(um_extra(x, y, self._ref, self._p.um_per_px))
-        return Event(
-            index=i,
-            role=role,
-            pattern_id=pid,
-            exposure_s=self._p.exposure_s,
-            interval_s=self._p.interval_s,
-            target_x_px=x,
-            target_y_px=y,
-            extra=extra,
-        )
+        return square_target_event(i, role, pid, self._bank, self._ref, self._p.um_per_px, self._p, extra)
 
 
 def expand(params: BsbdParams, dmd_shape: tuple[int, int]) -> Plan:

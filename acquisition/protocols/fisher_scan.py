@@ -22,8 +22,8 @@ from ._common import (
     ProtocolParams,
     SquareTargetBank,
     dmd_centre,
+    square_target_event,
     total_frames,
-    um_extra,
 )
 
 NAME = "fisher-scan"
@@ -111,18 +111,7 @@ class FisherScanEvents(EventSequence):
             axis, off = self._pos[p]
             pid, role = 1 + p, "F"
             extra = {"axis": axis, "offset_px": off, "position_index": p, "cycle": cycle}
-        x, y = self._bank.centre(pid)
-        extra.update(um_extra(x, y, self._ref, self._p.um_per_px))
-        return Event(
-            index=i,
-            role=role,
-            pattern_id=pid,
-            exposure_s=self._p.exposure_s,
-            interval_s=self._p.interval_s,
-            target_x_px=x,
-            target_y_px=y,
-            extra=extra,
-        )
+        return square_target_event(i, role, pid, self._bank, self._ref, self._p.um_per_px, self._p, extra)
 
 
 def expand(params: FisherScanParams, dmd_shape: tuple[int, int]) -> Plan:
