@@ -357,6 +357,16 @@ def validate_config(
         cfg.plan()
     except (ValueError, KeyError) as e:
         raise ConfigError(f"{source}: invalid configuration\n  protocols.{cfg.run.protocol}: {e}") from None
+    from devices.factory import check_samples  # the bench says which samples it can mount
+
+    try:
+        check_samples(cfg)
+    except ValueError as e:
+        key = f"protocols.{cfg.run.protocol}.samples"
+        hint = next(
+            (f" [from --set {t}]" for k, t in (origin or {}).items() if k.replace("_", "-") == key), ""
+        )
+        raise ConfigError(f"{source}: invalid configuration\n  {key}: {e}{hint}") from None
     return cfg
 
 

@@ -27,6 +27,12 @@ content is compared with the event's pattern (this also checks the upload), afte
 shown index is compared with the upload order; an unexpected index still gets the full
 comparison (two uploaded pictures may be identical) before it is called a mismatch.
 
+Samples (speckle-sim, seed 001: N masks per sample): a plan whose config lists ``samples`` images
+physical samples, one per event (``Event.sample``). With a :class:`~devices.base.SampleHolder` the
+engine never lets a block span two samples, and mounts each block's sample before projecting it; the
+first sample is mounted in :meth:`BenchEngine.setup`, before the pump starts, so a manual holder that
+cannot ask anybody (headless) fails before anything moves.
+
 Known limit on real hardware: DMD (master) and camera run on independent clocks; over a
 long continuous block they can drift by a frame. A real bench should trigger the camera
 from the DMD's sync output; the Camera interface has no trigger setting yet.
@@ -42,7 +48,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from acquisition.events import Event, Plan
-from devices.base import Camera, DeviceError, Dmd, Frame, Pump, TriggerMode
+from devices.base import Camera, DeviceError, Dmd, Frame, Pump, SampleHolder, TriggerMode
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,24 @@ def uniform_stop(events: Sequence[Event], start: int) -> int:
     return stop
 
 
+def planned_samples(plan: Plan) -> frozenset[str]:
+    """Physical samples a plan images: its config's ``samples`` list (speckle-sim); empty for others.
+
+    Other protocols use ``Event.sample`` as a label (generalisation: the target set), not a sample.
+    """
+    names = plan.config.get("samples") if isinstance(plan.config, dict) else None
+    return frozenset(str(n) for n in names) if names else frozenset()
+
+
+def sample_stop(events: Sequence[Event], start: int, stop: int) -> int:
+    """End (exclusive, <= ``stop``) of the stretch from ``start`` imaging the same sample."""
+    sample = events[start].sample
+    k = start + 1
+    while k < stop and events[k].sample == sample:
+        k += 1
+    return k
+
+
 def find_period(pattern_ids: np.ndarray, max_period: int) -> int | None:
     """Smallest period p <= max_period with ids[i] == ids[i+p] for all i (None if there is none).
 
@@ -124,6 +148,7 @@ class BenchEngine:
         max_period: int = 256,
         verify_patterns: bool = True,
         frame_timeout_s: float = 5.0,
+        sample_holder: SampleHolder | None = None,
     ) -> None:
         if block_size < 1:
             raise ValueError("block_size must be >= 1")
@@ -136,6 +161,9 @@ class BenchEngine:
         self.verify_patterns = verify_patterns and hasattr(dmd, "displayed_pattern")
         self._by_index = hasattr(dmd, "displayed_index") and hasattr(dmd, "sequence_id")
         self.frame_timeout_s = frame_timeout_s
+        self.sample_holder = sample_holder
+        self.mounts: list[str] = []  # samples mounted during the run, in order
+        self._samples: frozenset[str] = frozenset()  # the plan's physical samples (mounted by the holder)
         self.period: int | None = None
         self.uploads = 0  # number of DMD uploads (a periodic plan needs one per uniform stretch)
         self._events: Sequence[Event] = ()
@@ -156,6 +184,10 @@ class BenchEngine:
         self._events = plan.events
         ids = np.fromiter((e.pattern_id for e in plan.events), dtype=np.int64, count=len(plan.events))
         self.period = find_period(ids, self.max_period) if len(ids) else None
+        self.mounts = []
+        self._samples = planned_samples(plan) if self.sample_holder is not None else frozenset()
+        if self._samples and len(plan.events):
+            self._mount(plan.events[0])  # before the pump runs: an operator mounts the first sample first
         if self.pump is not None and self.pump_settings is not None:
             s = self.pump_settings
             self.pump.set_diameter(s.diameter_mm)
@@ -165,6 +197,15 @@ class BenchEngine:
             self.pump.run()
             if not self.pump.status().running:
                 raise DeviceError(f"pump {self.pump.identity()} did not start")
+
+    def _mount(self, event: Event) -> None:
+        """Put ``event``'s sample under the microscope if it is a planned sample not yet in place."""
+        holder = self.sample_holder
+        if holder is None or event.sample not in self._samples or holder.mounted == event.sample:
+            return
+        log.info("event %d: mounting sample %r (was %r)", event.index, event.sample, holder.mounted)
+        holder.mount(event.sample)
+        self.mounts.append(event.sample)
 
     def _render(self, plan: Plan, ids: Sequence[int]) -> np.ndarray:
         cache: dict[int, np.ndarray] = {}
@@ -182,6 +223,9 @@ class BenchEngine:
         events = plan.events
         first = events[start]
         stop = uniform_stop(events, start)
+        if self._samples:  # one sample per block, mounted before its first picture
+            stop = sample_stop(events, start, stop)
+            self._mount(first)
         continuous = self.period is not None and stop - start > self.period
         if continuous:
             assert self.period is not None

@@ -11,6 +11,8 @@ Layout (full description in ``docs/hdf5-layout.md``)::
     /entry/instrument/<device>  identity of every device (attrs)
     /entry/software             versions (attrs)
     /entry/ground_truth/...     what the simulated bench / the plan knows to be true
+    /entry/targets/images       (n_targets, h, w): the target each frame showed (banks with target_image),
+                                row = /entry/events/target_index of the frame; written as frames arrive
 
 Why so: the writer is the one critical sink (:mod:`acquisition.sinks`); it opens the
 file in SWMR mode (``libver="latest"``, ``swmr_mode = True`` once every dataset exists) so
@@ -163,6 +165,12 @@ class Hdf5RunWriter:
         self._capacity = 0
         self._dtype = np.dtype("uint16")
         self._write_chunk: Any = None
+        # targets (a bank with target_image): row of each event, pattern id of each row, rows on disk
+        self._targets: h5py.Dataset | None = None
+        self._target_source: Any = None
+        self._target_rows = np.zeros(0, dtype=np.int64)
+        self._target_ids = np.zeros(0, dtype=np.int64)
+        self._target_done = np.zeros(0, dtype=bool)
 
     # -- Sink protocol -------------------------------------------------------------------
     def setup(self, info: RunInfo) -> None:
@@ -232,6 +240,7 @@ class Hdf5RunWriter:
         events.attrs["um_from_extra"] = bool(planned.pop("um_from_extra"))
         for name, dtype in PLANNED_COLUMNS.items():
             events.create_dataset(name, data=planned[name], dtype=dtype, maxshape=(None,), chunks=True)
+        self._create_targets(entry, events, getattr(info, "patterns", None), planned["pattern_id"])
         str_t = h5py.string_dtype()
         events.create_dataset("sample", data=samples, dtype=str_t, maxshape=(None,), chunks=True)
         extra_group = events.create_group("extra")
@@ -268,6 +277,75 @@ class Hdf5RunWriter:
         gt.attrs["NX_class"] = "NXcollection"
         _store_tree(gt, info.ground_truth)
 
+    def _create_targets(
+        self, entry: h5py.Group, events: h5py.Group, bank: Any, pattern_ids: np.ndarray
+    ) -> None:
+        """``/entry/targets`` when the plan's bank can say what target a pattern shows (``target_image``).
+
+        One row per distinct pattern id of the plan (ascending), written when its first frame is
+        stored (never the whole bank up front: a run may show 10^4+ targets); per-frame
+        ``events/target_index`` says which row each frame showed. Planned, so written up front.
+        """
+        if bank is None or not callable(getattr(bank, "target_image", None)) or pattern_ids.size == 0:
+            return
+        ids, rows = np.unique(pattern_ids, return_inverse=True)
+        first = np.ascontiguousarray(bank.target_image(int(pattern_ids[0])))
+        shape = tuple(int(x) for x in getattr(bank, "target_shape", first.shape))
+        if first.ndim != 2 or first.shape != shape:
+            raise ValueError(f"target_image gives shape {first.shape}, the bank's target_shape is {shape}")
+        opts = self.options
+        group = entry.create_group("targets")
+        group.attrs.update(
+            {
+                "NX_class": "NXcollection",
+                "doc": (
+                    "images[k] = target shown on the DMD for pattern_id[k] (PatternBank.target_image);"
+                    " frame i showed images[events/target_index[i]]; rows of frames beyond frames_written"
+                    " may be unwritten (zeros)"
+                ),
+            }
+        )
+        self._targets = group.create_dataset(
+            "images",
+            shape=(ids.size, *shape),
+            chunks=(1, *shape),
+            dtype=first.dtype,
+            compression=opts.compression,
+            compression_opts=opts.compression_opts,
+        )
+        self._targets.attrs["long_name"] = "displayed targets"
+        group.create_dataset("pattern_id", data=ids.astype(np.int64))
+        events.create_dataset(
+            "target_index", data=rows.astype(np.int64).reshape(-1), maxshape=(None,), chunks=True
+        )
+        self._target_source = bank
+        self._target_ids = ids.astype(np.int64)
+        self._target_rows = rows.astype(np.int64).reshape(-1)
+        self._target_done = np.zeros(ids.size, dtype=bool)
+
+    def _store_target(self, i: int, event: Event) -> None:
+        """Write the target row of frame ``i`` if no earlier frame wrote it (before the frame counts)."""
+        if i >= self._target_rows.size:  # a frame beyond the plan has no planned row (nor planned columns)
+            return
+        row = int(self._target_rows[i])
+        if self._target_done[row]:
+            return
+        pid = int(self._target_ids[row])
+        if pid != event.pattern_id:
+            raise ValueError(f"frame {i}: event pattern {event.pattern_id}, the plan said {pid}")
+        assert self._targets is not None
+        img = np.asarray(self._target_source.target_image(pid))
+        if img.shape != self._targets.shape[1:]:
+            raise ValueError(
+                f"target of pattern {pid} has shape {img.shape}, expected {self._targets.shape[1:]}"
+            )
+        img = np.ascontiguousarray(img, dtype=self._targets.dtype)
+        if self._direct:
+            self._targets.id.write_direct_chunk((row, 0, 0), img)
+        else:
+            self._targets[row] = img
+        self._target_done[row] = True
+
     def frame(self, frame: Frame, event: Event) -> None:
         """Store one frame (raw chunk write) and buffer its measured metadata."""
         if self._frames is None:
@@ -285,6 +363,8 @@ class Hdf5RunWriter:
                 ds.resize(self._capacity, axis=0)
         if img.dtype != self._dtype or not img.flags.c_contiguous:
             img = np.ascontiguousarray(img, dtype=self._dtype)
+        if self._targets is not None:  # the target shown, stored before the frame counts
+            self._store_target(i, event)
         if self._direct:  # one raw chunk per frame: no chunk cache, no type conversion, ~20 µs
             self._write_chunk((i, 0, 0), img)
         else:
@@ -352,8 +432,9 @@ class Hdf5RunWriter:
             status, error = STATUS_FAILED, f"{error + '; ' if error else ''}final flush failed: {exc}"
         finally:
             self._file.close()
-            self._file = self._frames = self._counter = None
+            self._file = self._frames = self._counter = self._targets = None
             self._measured = {}
+            self._target_source = None
         n = self.frames_written
         with h5py.File(self.path, "r+", libver="latest") as f:
             entry = f["entry"]

@@ -162,6 +162,8 @@ class RunReader:
             for ds in self._entry["events"].values():
                 if isinstance(ds, h5py.Dataset):
                     ds.refresh()
+            if "targets/images" in self._entry:
+                self._entry["targets/images"].refresh()
         n = int(counter[()])
         if self.status != "running":
             n = max(n, int(_attr(self._entry.attrs.get("frames_written", n))))
@@ -336,6 +338,36 @@ class RunReader:
         t = self.table[self.indices(role)]
         pairs = {(float(x), float(y)) for x, y in zip(t["target_x_px"], t["target_y_px"], strict=True)}
         return sorted(p for p in pairs if not (np.isnan(p[0]) or np.isnan(p[1])))
+
+    @property
+    def has_targets(self) -> bool:
+        """True when the run stores the target each frame showed (``/entry/targets``, generalisation)."""
+        return "targets/images" in self._entry and "target_index" in self._entry["events"]
+
+    def targets(self, indices: int | np.ndarray | list[int]) -> np.ndarray:
+        """The target image(s) frame(s) ``indices`` showed: (h, w) for one frame, (k, h, w) for several.
+
+        Read from ``/entry/targets/images`` through the per-frame ``events/target_index``; only valid
+        frames (a live or killed run's rows beyond them may not be written yet). Order follows ``indices``.
+        """
+        if not self.has_targets:
+            raise RunFileError(
+                f"{self.path} stores no target images (its protocol's bank has no target_image)"
+            )
+        scalar = np.ndim(indices) == 0
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = np.where(idx < 0, idx + self._n, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= self._n):
+            raise IndexError(f"frame indices outside the {self._n} valid frames")
+        images = self._entry["targets/images"]
+        column = self._entry["events/target_index"]
+        if idx.size == 0:
+            return np.empty((0, *images.shape[1:]), dtype=images.dtype)
+        lo, hi = int(idx.min()), int(idx.max())
+        rows = np.asarray(column[lo : hi + 1], dtype=np.int64)[idx - lo]  # the column is small: one slab
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        out = images[uniq][inverse.reshape(-1)]
+        return out[0] if scalar else out
 
     def iter_batches(
         self, indices: np.ndarray | None = None, batch_size: int = 256

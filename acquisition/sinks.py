@@ -67,6 +67,9 @@ class RunInfo:
     um_per_px: float = float("nan")  # DMD pixel -> µm in the target plane
     simulated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # free attributes stored on /entry
+    # the plan's PatternBank (live runs; None for replays): the writer stores what a bank with
+    # ``target_image`` displayed (generalisation targets, /entry/targets)
+    patterns: Any = None
 
     @property
     def n_frames(self) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from acquisition.config import SpecklabConfig
-from acquisition.engine import BenchEngine, PumpSettings
+from acquisition.engine import BenchEngine, PumpSettings, planned_samples
 from acquisition.events import Plan
 from acquisition.hdf5_writer import to_json
 from acquisition.sinks import RunInfo
@@ -58,9 +58,16 @@ def prepare_run(
         PumpSettings(pump_cfg.rate_ml_per_h, pump_cfg.diameter_mm, pump_cfg.direction),
         block_size=block_size,
         verify_patterns=verify_patterns,
+        sample_holder=getattr(bench, "sample_holder", None),
     )
     ground_truth: dict[str, Any] = {"plan": dict(plan.ground_truth)}
     bench_truth = bench.ground_truth()
+    samples = sorted(planned_samples(plan))
+    per_sample = (
+        bench.sample_ground_truth(samples) if samples and hasattr(bench, "sample_ground_truth") else {}
+    )
+    if per_sample:  # the truth of every sample the run images: ground_truth/bench/samples/<name>/rho
+        bench_truth = {**bench_truth, "samples": per_sample}
     if bench_truth:
         ground_truth["bench"] = bench_truth
     info = RunInfo(
@@ -74,6 +81,7 @@ def prepare_run(
         ground_truth=ground_truth,
         um_per_px=float(getattr(params, "um_per_px", math.nan)),
         simulated=bench.simulated,
+        patterns=plan.patterns,
         extra={
             "config_source": str(config_path or "<defaults>"),
             "config_overrides": json.dumps(overrides or []),

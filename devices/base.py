@@ -36,6 +36,10 @@ class DeviceRefused(DeviceError):
     """A device understood the request and refused it (out of range, alarm, bad state)."""
 
 
+class SampleError(DeviceError):
+    """A sample could not be mounted: unknown to the bench, refused by the operator, or nobody to ask."""
+
+
 @dataclass(frozen=True)
 class Frame:
     """One camera image with the metadata the camera itself knows.
@@ -177,3 +181,21 @@ class Pump(Protocol):
     def status(self) -> PumpStatus: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SampleHolder(Protocol):
+    """Where the imaged sample sits (speckle-SIM images one sample per block of N masks, seed 001).
+
+    ``mount(name)`` returns once ``name`` is in place: the virtual bench switches its fluorophore
+    density at once; on a real bench the operator swaps the slide and confirms. Mounting the sample
+    already in place is a no-op. Raises :class:`SampleError` when it cannot be done.
+    """
+
+    def identity(self) -> dict[str, str]: ...
+
+    @property
+    def mounted(self) -> str | None:
+        """The sample in place now (None: unknown, e.g. a manual holder before its first mount)."""
+
+    def mount(self, name: str) -> None: ...

@@ -14,17 +14,24 @@ the *real* NewEraPump driver; the VirtualBench reading the picture on the DMD
 Each device is chosen by its ``kind`` in ``[devices.*]``, so a real DMD can be combined
 with a simulated pump for bench debugging. Driver modules are imported only when their
 kind is used: a simulated run needs neither ALP4lib's DLL nor Micro-Manager.
+
+Samples (speckle-SIM images one sample per block of masks): the bench's ``sample_holder`` is a
+:class:`~devices.sample_holder.SimulatedSampleHolder` when the camera images the virtual bench (it
+switches the bench's density), else a :class:`~devices.sample_holder.ManualSampleHolder` that asks
+the operator (on the terminal when one is attached; a GUI sets ``bench.sample_holder.confirm``).
+:func:`check_samples` refuses, at config load, sample names the configured bench cannot mount.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from devices.base import Camera, Dmd, Pump
+from devices.base import Camera, Dmd, Pump, SampleHolder
 
 if TYPE_CHECKING:  # pragma: no cover
     from acquisition.config import SpecklabConfig
@@ -44,6 +51,7 @@ class Bench:
     virtual: Any = None  # devices.bench.bench.VirtualBench
     pump_server: Any = None  # devices.pump_sim.SimulatedPumpServer
     kinds: dict[str, str] = field(default_factory=dict)
+    sample_holder: SampleHolder | None = None  # mounts the next sample (speckle-sim), see module doc
 
     @property
     def simulated(self) -> bool:
@@ -67,6 +75,53 @@ class Bench:
         if self.virtual is None or not hasattr(self.virtual, "ground_truth"):
             return {}
         return dict(self.virtual.ground_truth())
+
+    def sample_ground_truth(self, names: Iterable[str]) -> dict[str, Any]:
+        """Per-sample truth (``{name: {"rho", "rho_blurred"}}``) from the virtual bench; {} for a real one."""
+        if self.virtual is None or not hasattr(self.virtual, "sample_ground_truth"):
+            return {}
+        return dict(self.virtual.sample_ground_truth(list(names)))
+
+
+def mountable_samples(config: SpecklabConfig) -> frozenset[str] | None:
+    """Sample names the configured bench can mount; None = any (a real bench: the operator mounts it)."""
+    if config.devices.camera.kind == "simulated":
+        from devices.bench.samples import SAMPLE_NAMES
+
+        return SAMPLE_NAMES
+    return None
+
+
+def check_samples(config: SpecklabConfig) -> None:
+    """Refuse (ValueError naming them) the run protocol's ``samples`` that the bench cannot mount.
+
+    Pure: called by config validation, before any device is opened. A protocol images physical
+    samples when its parameters have a ``samples`` list (speckle-sim).
+    """
+    names = config.protocol_config().get("samples") or []
+    known = mountable_samples(config)
+    if known is None:
+        return
+    unknown = [str(n) for n in names if n not in known]
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown)
+        raise ValueError(
+            f"sample{'s' if len(unknown) > 1 else ''} {listed} cannot be mounted on the simulated bench"
+            f" (its samples: {', '.join(sorted(known))}; devices/bench/samples.py)"
+        )
+
+
+def _console_or_none() -> Any:
+    """Ask the operator on the terminal when there is one; headless runs get None (mounting then fails)."""
+    try:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed or detached stdin
+        interactive = False
+    if not interactive:
+        return None
+    from devices.sample_holder import console_confirm
+
+    return console_confirm
 
 
 def _open_dmd(cfg: Any, clock: SimClock | None) -> Dmd:
@@ -158,6 +213,12 @@ def open_bench(config: SpecklabConfig) -> Iterator[Bench]:
         stack.callback(camera.close)
         _configure_camera(camera, ccfg)
 
+        from devices.sample_holder import ManualSampleHolder, SimulatedSampleHolder
+
+        holder: SampleHolder = (
+            SimulatedSampleHolder(virtual) if virtual is not None else ManualSampleHolder(_console_or_none())
+        )
+
         yield Bench(
             dmd=dmd,
             camera=camera,
@@ -166,4 +227,5 @@ def open_bench(config: SpecklabConfig) -> Iterator[Bench]:
             virtual=virtual,
             pump_server=server,
             kinds={"dmd": devices.dmd.kind, "camera": ccfg.kind, "pump": pcfg.kind},
+            sample_holder=holder,
         )

@@ -81,3 +81,34 @@ def test_nothing_projected_gives_dark_frame() -> None:
     assert np.all(bench.expected_photons(0.0, 0.2) == 0.0)
     with pytest.raises(ValueError, match="reflection"):
         bench.analytic_fisher()
+
+
+def test_mounting_a_sample_switches_rho_whatever_the_order() -> None:
+    """seed 001: one sample per block of masks; rho of a sample depends on (seed, name) only."""
+    masks = _masks(1)
+    bench = _bench("siemens_star", masks)
+    fresh = {name: _bench(name, masks).ground_truth() for name in ("cells", "moon", "siemens_star")}
+    star = bench.expected_photons(0.0, 0.2)
+    for name in ("cells", "moon", "cells", "siemens_star"):
+        bench.mount_sample(name)
+        gt = bench.ground_truth()
+        assert bench.sample == name and str(gt["sample"]) == name
+        np.testing.assert_array_equal(gt["rho"], fresh[name]["rho"])
+        np.testing.assert_array_equal(gt["rho_blurred"], fresh[name]["rho_blurred"])
+    np.testing.assert_array_equal(bench.expected_photons(0.0, 0.2), star)  # same mask, same sample
+    bench.mount_sample("cells")
+    assert not np.allclose(bench.expected_photons(0.0, 0.2), star)
+    truth = bench.sample_ground_truth(["moon", "siemens_star"])
+    assert sorted(truth) == ["moon", "siemens_star"]
+    np.testing.assert_array_equal(truth["moon"]["rho"], fresh["moon"]["rho"])
+    with pytest.raises(ValueError, match="'beads'"):
+        bench.mount_sample("beads")
+    assert bench.sample == "cells"
+
+
+def test_other_configurations_record_the_sample_only() -> None:
+    bench = VirtualBench(BenchConfig(configuration="reflection"), SimClock(), pattern_source=lambda t: None)
+    before = bench.expected_photons(0.0, 2e-4)
+    bench.mount_sample("cells")
+    assert bench.sample == "cells" and bench.sample_ground_truth(["cells"]) == {}
+    assert before.shape == bench.expected_photons(0.0, 2e-4).shape

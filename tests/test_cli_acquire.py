@@ -170,7 +170,7 @@ def test_speckle_sim_blocks(tmp_path, capsys):
     cfg = tmp_path / "ss.toml"
     cfg.write_text(
         CONFIG.replace('configuration = "reflection"', 'configuration = "speckle_sim"')
-        + '\n[protocols.speckle-sim]\nsamples = ["beads"]\nn_masks = 30\n'
+        + '\n[protocols.speckle-sim]\nsamples = ["cells"]\nn_masks = 30\n'
         + "exposure_s = 0.01\ninterval_s = 0.02\n"
     )
     out = tmp_path / "ss.h5"
@@ -181,4 +181,4 @@ def test_speckle_sim_blocks(tmp_path, capsys):
     assert code == 0, summary
     assert summary["dmd_uploads"] == 4  # 30 non-periodic masks in blocks of 8
     with RunReader(out) as r:
-        assert r.roles() == {"M": 30} and set(r.table["sample"]) == {"beads"}
+        assert r.roles() == {"M": 30} and set(r.table["sample"]) == {"cells"}

@@ -31,7 +31,7 @@ def test_sim_bench_config_is_all_simulated(no_bench_model: None) -> None:
     assert {cfg.devices.dmd.kind, cfg.devices.camera.kind, cfg.devices.pump.kind} == {"simulated"}
     assert cfg.bench == {"configuration": "reflection", "seed": 1, "medium": {"optical_thickness": 0.0}}
     assert cfg.run.protocol == "bsbd"
-    assert cfg.protocol_params("speckle-sim").samples == ["beads", "neurons"]
+    assert cfg.protocol_params("speckle-sim").samples == ["siemens_star", "cells"]
     assert len(cfg.plan()) == 4000
 
 

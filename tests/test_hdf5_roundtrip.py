@@ -149,3 +149,93 @@ def test_not_a_run_file(tmp_path):
         RunReader(tmp_path / "other.h5")
     with pytest.raises(FileNotFoundError):
         RunReader(tmp_path / "missing.h5")
+
+
+class TargetBank:
+    """A pattern bank that also says which target each pattern shows (like generalisation's)."""
+
+    def __init__(self, base, shape=(6, 5)) -> None:
+        self._base = base
+        self.target_shape = shape
+        self.asked: list[int] = []
+
+    @property
+    def dmd_shape(self):
+        return self._base.dmd_shape
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def pattern(self, pid: int) -> np.ndarray:
+        return self._base.pattern(pid)
+
+    def target_image(self, pid: int) -> np.ndarray:
+        self.asked.append(int(pid))
+        return (np.arange(np.prod(self.target_shape)).reshape(self.target_shape) * 7 + 31 * pid).astype(
+            np.uint8
+        )
+
+
+def _target_plan(n_frames: int):
+    plan = bsbd_plan(n_frames=n_frames, n_positions=5)  # ids 0, 1, 2..6, repeating: 7 distinct targets
+    plan.patterns = TargetBank(plan.patterns)
+    return plan
+
+
+def _info_with_targets(plan):
+    info = run_info(plan)
+    info.patterns = plan.patterns
+    return info
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_targets_written_lazily_and_crash_safe(tmp_path, compression):
+    plan = _target_plan(60)
+    bank = plan.patterns
+    frames = synthetic_frames(60)
+    path = tmp_path / "t.h5"
+    w = Hdf5RunWriter(path, WriterOptions(flush_every_frames=5, flush_every_s=1e9, compression=compression))
+    w.setup(_info_with_targets(plan))
+    assert bank.asked == [0]  # setup renders one target (its shape and dtype), not the bank
+    try:
+        for e in plan.events[:12]:
+            w.frame(Frame(frames[e.index], e.index, 0.0, 1e-3), e)
+        # each distinct target once, when its first frame is stored
+        assert bank.asked[1:] == sorted(set(bank.asked[1:]), key=bank.asked[1:].index)
+        assert set(bank.asked[1:]) == {e.pattern_id for e in plan.events[:12]}
+        with RunReader(path) as r:  # live: the targets of the counted frames are on disk
+            assert r.status == "running" and r.n_frames == 10 and r.has_targets
+            for i in range(10):
+                np.testing.assert_array_equal(r.targets(i), bank.target_image(plan.events[i].pattern_id))
+            with pytest.raises(IndexError):
+                r.targets(10)
+    finally:
+        w.finish("aborted", "stopped by test")
+    with RunReader(path) as r:
+        assert r.n_frames == 12
+        expected = np.stack([bank.target_image(e.pattern_id) for e in plan.events[:12]])
+        np.testing.assert_array_equal(r.targets(np.arange(12)), expected)
+        np.testing.assert_array_equal(r.targets(np.arange(12)[::-1]), expected[::-1])
+    with h5py.File(path, "r") as f:
+        assert f["entry/targets/images"].shape == (7, 6, 5)
+        np.testing.assert_array_equal(f["entry/targets/pattern_id"][:], np.arange(7))
+        assert f["entry/events/target_index"].shape == (12,)  # shrunk with the other columns
+
+
+def test_no_targets_without_target_image(tmp_path):
+    plan = bsbd_plan(n_frames=8)
+    write_run(tmp_path / "r.h5", plan, synthetic_frames(8))
+    with RunReader(tmp_path / "r.h5") as r:
+        assert not r.has_targets
+        with pytest.raises(RunFileError, match="no target images"):
+            r.targets(0)
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert "targets" not in f["entry"] and "target_index" not in f["entry/events"]
+
+
+def test_target_shape_must_match_the_bank(tmp_path):
+    plan = _target_plan(8)
+    plan.patterns.target_image = lambda pid: np.zeros((5, 6), np.uint8)  # bank says (6, 5)
+    w = Hdf5RunWriter(tmp_path / "bad.h5")
+    with pytest.raises(ValueError, match="target_shape"):
+        w.setup(_info_with_targets(plan))

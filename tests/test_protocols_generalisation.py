@@ -216,3 +216,56 @@ def test_image_folder_and_bundled_images(tmp_path) -> None:
     assert imgs.image(19).shape[0] == imgs.image(19).shape[1]  # random square crop
     with pytest.raises(ValueError, match="needs a 'path'"):
         TargetSetSpec(source="mnist")
+
+
+def test_run_on_the_diffuser_bench_stores_the_target_of_every_frame(tmp_path) -> None:
+    """seed 003: "the target shown is stored with each frame" (/entry/targets + events/target_index)."""
+    pytest.importorskip("devices.dmd_sim")
+    import h5py
+
+    from acquisition.config import load_config
+    from acquisition.reader import RunReader
+    from acquisition.runner import record
+    from acquisition.wiring import prepare_run
+    from devices.factory import open_bench
+
+    cfg = load_config(
+        None,
+        [
+            'bench.configuration="diffuser"',
+            'bench.diffuser.gray_model="amplitude"',  # one propagation per frame: a fast test
+            "run.protocol=generalisation",
+            "protocols.generalisation.case=4b",
+            "protocols.generalisation.n_train=3",
+            "protocols.generalisation.n_test=1",
+            "frames=7",  # 5 targets, then the first two again: rows are per target, not per frame
+        ],
+    )
+    out = tmp_path / "gen.h5"
+    with open_bench(cfg) as bench:
+        prepared = prepare_run(cfg, bench)
+        result = record(prepared.plan, prepared.engine, prepared.info, out)
+    assert result.status == "complete", result.error
+    plan = prepared.plan
+    shown = np.stack([plan.patterns.target_image(e.pattern_id) for e in plan.events])
+    assert shown.dtype == np.uint8 and len({e.pattern_id for e in plan.events}) == 5
+    with RunReader(out) as r:
+        assert r.has_targets and r.n_frames == 7
+        np.testing.assert_array_equal(r.targets(np.arange(7)), shown)
+        for i in range(7):
+            np.testing.assert_array_equal(r.targets(i), shown[i])
+        np.testing.assert_array_equal(r.targets([6, 0, 3, 0]), shown[[6, 0, 3, 0]])
+        assert r.targets(-1).shape == (64, 64) and r.targets([]).shape == (0, 64, 64)
+        with pytest.raises(IndexError):
+            r.targets(7)
+        assert r.table["pattern_id"].tolist() == [0, 1, 2, 3, 4, 0, 1]
+    with h5py.File(out, "r") as f:
+        images = f["entry/targets/images"]
+        assert images.shape == (5, 64, 64) and images.dtype == np.uint8
+        np.testing.assert_array_equal(f["entry/targets/pattern_id"][:], np.arange(5))
+        np.testing.assert_array_equal(f["entry/events/target_index"][:], [0, 1, 2, 3, 4, 0, 1])
+        # the picture on the DMD is the stored target, block_px x block_px per target pixel
+        pattern = plan.patterns.pattern(3)
+        k = 4
+        r0, c0 = (768 - 64 * k) // 2, (1024 - 64 * k) // 2
+        np.testing.assert_array_equal(pattern[r0 : r0 + 64 * k : k, c0 : c0 + 64 * k : k], images[3])

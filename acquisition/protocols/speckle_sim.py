@@ -6,6 +6,10 @@ one camera frame each; the DMD plane is imaged onto the sample, so each mask giv
 speckle illumination. Masks are drawn from ``numpy.random.default_rng([seed, pattern_id])``, so a
 mask is reproducible from its id alone and can be rendered on demand (600 masks x several samples
 of 768x1024 would not fit in memory).
+
+``samples`` are physical samples: the engine mounts sample k before its block of N masks (the
+virtual bench switches its density rho, a real bench asks the operator) and config validation
+refuses names the bench cannot mount (``devices.factory.check_samples``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ class SpeckleSimParams(ProtocolParams):
 
     exposure_s: float = Field(default=0.2, gt=0, description="seed 001: exposure time 0.2 s")
     interval_s: float = Field(default=0.25, gt=0, description="choice: exposure + DMD/camera overhead")
-    samples: list[str] = Field(default=["sample"], min_length=1, description="sample names, in order")
+    samples: list[str] = Field(
+        default=["siemens_star"],
+        min_length=1,
+        description=(
+            "samples imaged in turn, N masks each; the engine mounts each one (the virtual bench's names:"
+            " devices/bench/samples.py, checked at config load; a real bench asks the operator)"
+        ),
+    )
     n_masks: int = Field(default=600, ge=1, description="masks per sample (seed 001: N = 600)")
     fill_fraction: float = Field(default=0.5, gt=0, lt=1, description="fraction of 'on' macro-pixels")
     macro_pixel_px: int = Field(default=8, ge=1, description="side of one random macro-pixel in DMD pixels")

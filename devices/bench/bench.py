@@ -11,8 +11,9 @@ requests give the same frames.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -21,7 +22,10 @@ from devices.bench.clock import SimClock
 from devices.bench.config import BenchConfig
 from devices.bench.diffuser import DiffuserModel
 from devices.bench.reflection import ReflectionModel
+from devices.bench.samples import SAMPLE_NAMES
 from devices.bench.speckle_sim import SpeckleSimModel
+
+log = logging.getLogger(__name__)
 
 PatternSource = Callable[[float], "np.ndarray | None"]
 FlowSource = Callable[[], float]
@@ -58,6 +62,7 @@ class VirtualBench:
             self._model = SpeckleSimModel(config, rng)
         else:
             self._model = DiffuserModel(config, rng)
+        self._sample = config.speckle_sim.sample
 
     # ------------------------------------------------------------------ contract
     @property
@@ -97,6 +102,48 @@ class VirtualBench:
             if isinstance(m, ReflectionModel):
                 return m.expected_photons(t_s, exposure_s, pic, self.flow_ml_h())
             return m.expected_photons(pic, exposure_s)
+
+    # ------------------------------------------------------------------ samples (speckle_sim)
+    @property
+    def sample_names(self) -> frozenset[str]:
+        """Samples this bench can mount (``devices/bench/samples.py``)."""
+        return SAMPLE_NAMES
+
+    @property
+    def sample(self) -> str:
+        """The sample under the microscope (initially ``speckle_sim.sample`` of the config)."""
+        return self._sample
+
+    def mount_sample(self, name: str) -> None:
+        """Put sample ``name`` under the microscope: rho is re-derived (seeded by bench seed and name).
+
+        Only the ``speckle_sim`` configuration images a fluorescent sample; in the others the name is
+        recorded and the images do not change (logged).
+        """
+        if name not in SAMPLE_NAMES:
+            raise ValueError(f"unknown sample {name!r}; the virtual bench has {sorted(SAMPLE_NAMES)}")
+        with self._lock:  # the camera may be asking for photons on its own thread
+            if isinstance(self._model, SpeckleSimModel):
+                self._model.mount(name)
+            elif name != self._sample:
+                log.warning(
+                    "sample %r mounted on the %r virtual bench: only 'speckle_sim' images a sample",
+                    name,
+                    self.config.configuration,
+                )
+            self._sample = name
+
+    def sample_ground_truth(self, names: Iterable[str]) -> dict[str, dict[str, np.ndarray]]:
+        """``{name: {"rho", "rho_blurred"}}`` for each sample (speckle_sim only; empty otherwise)."""
+        m = self._model
+        if not isinstance(m, SpeckleSimModel):
+            return {}
+        out: dict[str, dict[str, np.ndarray]] = {}
+        with self._lock:
+            for name in names:
+                rho, blur = m.densities(name)
+                out[name] = {"rho": rho.copy(), "rho_blurred": blur.copy()}
+        return out
 
     def ground_truth(self) -> dict[str, np.ndarray]:
         """Arrays the run file stores as ground truth (all numpy; scalars as 0-d arrays)."""

@@ -1,12 +1,16 @@
 """Fluorophore densities rho(r) for the speckle-SIM configuration (seed 001).
 
 All samples are generated on the sensor grid, scaled to [0, 1] and deterministic for a
-given seed. No download: the scikit-image pictures used are the ones bundled with the
-package (``camera``, ``cell``, ``coins``, ``moon``); the seed's own training images
-(IDR, seed 001 ref. 25) are not redistributable here.
+given seed: a random sample (``cells``) draws from :func:`sample_rng` (bench seed, sample name), so
+its density is the same whichever samples were mounted before it (one run images several).
+No download: the scikit-image pictures used are the ones bundled with the package
+(``camera``, ``cell``, ``coins``, ``moon``); the seed's own training images (IDR, seed 001
+ref. 25) are not redistributable here.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 from scipy import ndimage
@@ -61,8 +65,15 @@ def skimage_picture(name: str, shape: tuple[int, int]) -> np.ndarray:
     return img / img.max()
 
 
+def sample_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator of sample ``name`` on a bench seeded ``seed`` (independent of every other draw)."""
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
+
+
 def make_sample(name: str, shape: tuple[int, int], rng: np.random.Generator, spokes: int = 36) -> np.ndarray:
-    """Dispatch on the configured sample name; float64 in [0, 1]."""
+    """Dispatch on the sample name (one of :data:`SAMPLE_NAMES`); float64 in [0, 1]."""
+    if name not in SAMPLE_NAMES:
+        raise ValueError(f"unknown sample {name!r}; the virtual bench has {sorted(SAMPLE_NAMES)}")
     if name == "siemens_star":
         return siemens_star(shape, spokes)
     if name == "cells":

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from devices.bench.config import BenchConfig
-from devices.bench.samples import make_sample
+from devices.bench.samples import make_sample, sample_rng
 
 AIRY_FWHM = 0.514  # FWHM of |2 J1(v)/v|^2 in units of 1/f_c (lambda/NA): 0.514 lambda/NA
 
@@ -64,9 +64,27 @@ class SpeckleSimModel:
         # static random phase over the pupil (a fixed diffuser in the DMD illumination): without it the
         # real DMD amplitude gives a Hermitian pupil and a centro-symmetric (twin-image) speckle
         self._pupil_phase = np.exp(2j * np.pi * rng.random(self._flat.size))
-        self.rho = make_sample(s.sample, self.shape, rng, s.siemens_spokes) + s.background
         self.otf = airy_otf(self.shape, self.d_psf_px)
-        self._rho_blur = sfft.irfft2(sfft.rfft2(self.rho) * self.otf, s=self.shape)
+        self._densities: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.sample = s.sample
+        self.rho, self._rho_blur = self.densities(s.sample)
+
+    def densities(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rho, rho blurred by the detection PSF) of sample ``name``; a pure function of (seed, name)."""
+        if name not in self._densities:
+            s = self.cfg.speckle_sim
+            rng = sample_rng(self.cfg.seed, name)
+            rho = make_sample(name, self.shape, rng, s.siemens_spokes) + s.background
+            blur = sfft.irfft2(sfft.rfft2(rho) * self.otf, s=self.shape)
+            rho.flags.writeable = False
+            blur.flags.writeable = False
+            self._densities[name] = (rho, blur)
+        return self._densities[name]
+
+    def mount(self, name: str) -> None:
+        """Image sample ``name`` from now on (seed 001: one sample per block of N masks)."""
+        self.rho, self._rho_blur = self.densities(name)
+        self.sample = name
 
     def illumination(self, picture: np.ndarray | None) -> np.ndarray:
         """Speckle intensity I_n at the sample, unit spatial mean (zeros if nothing is projected)."""
@@ -98,6 +116,7 @@ class SpeckleSimModel:
     def ground_truth(self) -> dict[str, np.ndarray]:
         psf = np.fft.fftshift(sfft.irfft2(self.otf, s=self.shape))
         return {
+            "sample": np.asarray(self.sample),
             "rho": self.rho.copy(),
             "rho_blurred": self._rho_blur.copy(),
             "psf": psf / psf.sum(),
