@@ -86,11 +86,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"specklab train: {exc}", file=sys.stderr)
         return EXIT_USAGE
     progress = not args.no_progress
-    if args.repeats > 1:
-        paths = train_repeats(args.run, cfg, args.out, args.repeats, resume=args.resume, progress=progress)
-        print(json.dumps({"models": [str(p) for p in paths]}))
-        return EXIT_OK
-    ckpt = train_run(args.run, cfg, args.out, resume=args.resume, progress=progress)
+    try:
+        if args.repeats > 1:
+            paths = train_repeats(
+                args.run, cfg, args.out, args.repeats, resume=args.resume, progress=progress
+            )
+            print(json.dumps({"models": [str(p) for p in paths]}))
+            return EXIT_OK
+        ckpt = train_run(args.run, cfg, args.out, resume=args.resume, progress=progress)
+    except (OSError, ValueError) as exc:  # missing run, no calibration, not a bsbd run, ...
+        print(f"specklab train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     last = ckpt["history"][-1]
     summary = {k: last.get(k) for k in ("epoch", "train_loss", "test_loss", "sigma_um", "bias_um")}
     print(json.dumps(_json_safe({"model": str(args.out), **summary})))
@@ -118,12 +124,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"specklab evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    results = [
-        evaluate_checkpoint(
-            p, args.run, crb=crb, device=args.device, correct_bias=not args.no_bias_correction
-        )
-        for p in paths
-    ]
+    try:
+        results = [
+            evaluate_checkpoint(
+                p, args.run, crb=crb, device=args.device, correct_bias=not args.no_bias_correction
+            )
+            for p in paths
+        ]
+    except (OSError, ValueError) as exc:
+        print(f"specklab evaluate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     result = results[0] if len(results) == 1 else aggregate_evaluations(results)
     if args.b is not None:
         result["b"] = args.b
@@ -206,10 +216,20 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift-max-px", type=int, default=40, help="S-frame shifts uniform in [-m, m] camera px")
     p.add_argument("--shift-mode", choices=["roll", "zero"], default="roll")
     p.add_argument("--holdout-fraction", type=float, default=0.1, help="S frames kept for bias correction")
-    p.add_argument("--camera-um-per-px", type=float, default=None, help="override the run's calibration")
+    p.add_argument(
+        "--camera-um-per-px",
+        type=float,
+        default=None,
+        help="camera pixel (before binning) in µm at the sample; needed for runs without "
+        "ground_truth/bench/um_per_camera_px (real benches)",
+    )
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training frames")
     p.add_argument("--max-test", type=int, default=None, help="use at most this many D frames")
-    p.add_argument("--no-background", action="store_true", help="skip background subtraction (diagnostics)")
+    p.add_argument(
+        "--no-background",
+        action="store_true",
+        help="skip background subtraction (diagnostics; as `specklab crb --no-background`)",
+    )
     p.add_argument(
         "--model-arg", action="append", metavar="KEY=VALUE", help="constructor argument (JSON value)"
     )

@@ -286,22 +286,11 @@ def evaluate_checkpoint(
 
 
 def _optical_thickness(source: Any) -> float | None:
-    """Optical thickness b = L/ℓ if the run records it (attrs, ground truth or bench config)."""
-    for tree in (
-        getattr(source, "attrs", {}),
-        getattr(source, "ground_truth", {}),
-        getattr(source, "bench_config", {}),
-    ):
-        stack = [tree]
-        while stack:
-            t = stack.pop()
-            if isinstance(t, Mapping):
-                for key in ("optical_thickness", "b"):
-                    v = t.get(key)
-                    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
-                        return float(v)
-                stack.extend(v for v in t.values() if isinstance(v, Mapping))
-    return None
+    """Optical thickness b = L/ℓ of a simulated run (``ground_truth["bench"]["optical_thickness"]``)."""
+    bench = getattr(source, "ground_truth", {}).get("bench", {})
+    if "optical_thickness" not in bench:
+        return None  # a real run: label it with ``specklab evaluate --b``
+    return float(np.asarray(bench["optical_thickness"]))
 
 
 def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

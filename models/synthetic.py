@@ -3,8 +3,8 @@
 Why: the localisation pipeline must be checkable without the simulated bench and without a GPU.  The
 blob stands for the ballistic image of the target: S frames have it at the centre, D frames at the
 5x5 grid of ``step_px`` camera pixels, B frames have none.  µm columns follow the bsbd convention
-(relative to the S target, sample plane); the camera calibration is stored as the run attribute
-``camera_um_per_px`` so the data pipeline finds it like in a real run.
+(relative to the S target, sample plane); the camera calibration is stored where simulated-bench runs
+store it, ``ground_truth["bench"]["um_per_camera_px"]``, so the data pipeline reads it the same way.
 """
 
 from __future__ import annotations
@@ -61,7 +61,12 @@ def blob_run(
         frames[i] = np.clip(img, 0, 65535)
         table[i] = (i, role, 0 if role == "B" else 1, np.nan, np.nan, dx * camera_um_per_px,
                     dy * camera_um_per_px, i * 0.0333, 2e-4, i)  # fmt: skip
-    return ArraySource(frames, table, attrs={"camera_um_per_px": camera_um_per_px, "protocol": "bsbd"})
+    return ArraySource(
+        frames,
+        table,
+        attrs={"protocol": "bsbd"},
+        ground_truth={"bench": {"um_per_camera_px": np.asarray(camera_um_per_px)}},
+    )
 
 
 def write_run(source: ArraySource, path: str | Path) -> Path:
@@ -82,8 +87,9 @@ def write_run(source: ArraySource, path: str | Path) -> Path:
     ]  # fmt: skip
     extra: dict[str, Any] = {k: v for k, v in source.attrs.items() if k not in ("protocol",)}
     info = RunInfo(
-        protocol="bsbd", events=events, frame_shape=source.frames.shape[1:], extra=extra, simulated=True
-    )
+        protocol="bsbd", events=events, frame_shape=source.frames.shape[1:], extra=extra, simulated=True,
+        ground_truth=dict(source.ground_truth),
+    )  # fmt: skip
     writer = Hdf5RunWriter(path)
     writer.setup(info)
     for r, img in zip(t, source.frames, strict=True):

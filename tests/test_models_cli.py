@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-import models.data
 from models.cli import register
 from models.synthetic import blob_run, write_run
 
@@ -23,28 +20,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def shared_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Use the shared analysis.preprocessing when it provides binning and normalisation, else a stand-in."""
-    try:
-        import analysis.preprocessing as pre
-
-        if hasattr(pre, "bin_frames") and hasattr(pre, "normalise_max"):
-            return
-    except ImportError:
-        pass
-
-    def bin_frames(x: np.ndarray, f: int) -> np.ndarray:
-        n, h, w = x.shape
-        return x.reshape(n, h // f, f, w // f, f).mean(axis=(2, 4))
-
-    def normalise_max(x: np.ndarray) -> np.ndarray:
-        return x / x.reshape(len(x), -1).max(axis=1)[:, None, None]
-
-    stand_in = types.SimpleNamespace(bin_frames=bin_frames, normalise_max=normalise_max)
-    monkeypatch.setattr(models.data, "_shared_preprocessing", lambda: stand_in)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,11 +43,11 @@ def test_register_adds_the_subcommands() -> None:
         p.parse_args(["train", "r.h5", "--arch", "resnet", "--out", "m.pt"])
 
 
-def test_train_evaluate_report_round_trip(tmp_path: Path, shared_preprocessing: None, capsys) -> None:
+def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     run = write_run(blob_run(800, size=64, step_px=4, camera_um_per_px=0.5, noise=30.0), tmp_path / "run.h5")
     model = tmp_path / "m.pt"
     common = ["--arch", "dense", "--model-arg", "hidden=[64]", "--lr", "2e-3", "--batch-size", "64",
-              "--shift-max-px", "16", "--n-classes", "33", "--no-background", "--no-progress"]  # fmt: skip
+              "--shift-max-px", "16", "--n-classes", "33", "--no-progress"]  # fmt: skip
     assert _run(["train", str(run), "--out", str(model), "--epochs", "6", *common]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["epoch"] == 6 and model.exists()

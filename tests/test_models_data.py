@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from analysis.preprocessing import BackgroundModel
 from models.data import (
     ArraySource,
     BlockShuffleSampler,
@@ -12,23 +15,11 @@ from models.data import (
     DataConfig,
     FramePipeline,
     build_datasets,
+    fit_run_background,
     resolve_camera_um_per_px,
     shift_frames,
 )
-from models.synthetic import blob_run
-
-
-def bin_mean(x: np.ndarray, f: int) -> np.ndarray:
-    """Test stand-in for the shared binning (the shared module itself is tested by its owner)."""
-    n, h, w = x.shape
-    return x.reshape(n, h // f, f, w // f, f).mean(axis=(2, 4))
-
-
-def norm_max(x: np.ndarray) -> np.ndarray:
-    return x / x.reshape(len(x), -1).max(axis=1)[:, None, None]
-
-
-PIPE = FramePipeline(background=None, bin_factor=2, bin_fn=bin_mean, normalise_fn=norm_max)
+from models.synthetic import blob_run, write_run
 
 
 def _centroid(img: np.ndarray) -> tuple[float, float]:
@@ -72,9 +63,7 @@ def test_class_grid_round_trips_and_one_class_per_pixel_by_default() -> None:
 
 def test_shifted_training_frames_put_the_blob_where_the_label_says() -> None:
     src = blob_run(60, size=64, sigma_px=2.5, noise=5.0, camera_um_per_px=0.5)
-    data = build_datasets(
-        src, DataConfig(shift_max_px=12, n_classes=25, bin_factor=2, background=False), pipeline=PIPE
-    )
+    data = build_datasets(src, DataConfig(shift_max_px=12, n_classes=25, bin_factor=2))
     x, cls, true_um, pid = data.train.load(np.arange(len(data.train)))
     assert x.shape[1:] == (32, 32) and x.dtype == np.float32
     assert np.allclose(x.reshape(len(x), -1).max(axis=1), 1.0)
@@ -92,9 +81,7 @@ def test_shifted_training_frames_put_the_blob_where_the_label_says() -> None:
 
 def test_splits_are_disjoint_and_test_labels_come_from_the_table() -> None:
     src = blob_run(100, size=32)
-    data = build_datasets(
-        src, DataConfig(holdout_fraction=0.2, bin_factor=1, background=False, seed=3), pipeline=PIPE
-    )
+    data = build_datasets(src, DataConfig(holdout_fraction=0.2, bin_factor=1, seed=3))
     s_frames = src.indices("S")
     train, hold = set(data.train.frame_indices), set(data.holdout.frame_indices)
     assert not train & hold and train | hold == set(s_frames)
@@ -104,19 +91,15 @@ def test_splits_are_disjoint_and_test_labels_come_from_the_table() -> None:
     d = src.table[src.indices("D")]
     np.testing.assert_allclose(data.test.true_um, np.column_stack([d["target_x_um"], d["target_y_um"]]))
     np.testing.assert_allclose(data.positions_um[data.test.pos_id], data.test.true_um, atol=1e-6)
-    again = build_datasets(
-        src, DataConfig(holdout_fraction=0.2, bin_factor=1, background=False, seed=3), pipeline=PIPE
-    )
+    again = build_datasets(src, DataConfig(holdout_fraction=0.2, bin_factor=1, seed=3))
     assert again.meta["shifts_sha1"] == data.meta["shifts_sha1"]
-    other = build_datasets(
-        src, DataConfig(holdout_fraction=0.2, bin_factor=1, background=False, seed=4), pipeline=PIPE
-    )
+    other = build_datasets(src, DataConfig(holdout_fraction=0.2, bin_factor=1, seed=4))
     assert other.meta["shifts_sha1"] != data.meta["shifts_sha1"]
 
 
 def test_streamed_items_equal_the_materialised_set_and_reads_are_blockwise() -> None:
     src = blob_run(64, size=64)
-    data = build_datasets(src, DataConfig(background=False, block=16), pipeline=PIPE)
+    data = build_datasets(src, DataConfig(bin_factor=2, block=16))
     ds = data.train
     mem = ds.materialise(batch_size=10)
     items = [7, 0, 3, len(ds) - 1]
@@ -146,32 +129,65 @@ def test_block_shuffle_sampler_is_a_seeded_permutation_per_epoch() -> None:
     assert all(len(set(blocks[a[i : i + 10]])) <= 2 for i in range(0, 50, 10))
 
 
-def test_camera_calibration_resolution_order() -> None:
+def test_camera_calibration_comes_from_the_bench_ground_truth_or_the_option() -> None:
     src = blob_run(4, size=16, camera_um_per_px=0.7)
+    assert src.ground_truth["bench"]["um_per_camera_px"] == 0.7
     assert resolve_camera_um_per_px(src) == 0.7
-    assert resolve_camera_um_per_px(src, 0.2) == 0.2
-    bench = ArraySource(
-        src.frames, src.table, attrs={"um_per_px": 2.466},
-        bench_config={"configuration": "reflection", "reflection": {
-            "camera_pixel_um": 6.5, "dmd_to_sample_magnification": 0.18, "dmd_to_camera_magnification": 2.9}},
+    assert resolve_camera_um_per_px(src, 0.7) == 0.7
+    with pytest.raises(ValueError, match="contradicts"):
+        resolve_camera_um_per_px(src, 0.2)
+    binned = ArraySource(
+        src.frames, src.table, attrs={"full_config": json.dumps({"devices": {"camera": {"binning": 2}}})},
+        ground_truth=src.ground_truth,
     )  # fmt: skip
-    assert resolve_camera_um_per_px(bench) == pytest.approx(6.5 * 0.18 / 2.9)
-    bare = ArraySource(src.frames, src.table, attrs={"um_per_px": 2.466})
-    with pytest.raises(ValueError, match="camera_um_per_px"):
+    assert resolve_camera_um_per_px(binned) == pytest.approx(1.4)
+    # a real run: no bench ground truth; um_per_px (the DMD pixel) and the bench config are not used
+    bare = ArraySource(
+        src.frames, src.table, attrs={"um_per_px": 2.466},
+        bench_config={"reflection": {"camera_pixel_um": 6.5, "dmd_to_sample_magnification": 0.18,
+                                     "dmd_to_camera_magnification": 2.9}},
+        ground_truth={"plan": {"um_per_px": 2.466}},
+    )  # fmt: skip
+    assert resolve_camera_um_per_px(bare, 0.403) == 0.403
+    with pytest.raises(ValueError, match="um_per_camera_px.*--camera-um-per-px"):
         resolve_camera_um_per_px(bare)
+    with pytest.raises(ValueError, match="positive"):
+        resolve_camera_um_per_px(bare, -1.0)
 
 
-def test_background_subtractor_is_applied_before_the_shift() -> None:
-    seen = {}
-
-    def background(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        seen["indices"] = indices.copy()
-        out = frames.copy()
-        out[:, :, :4] = 0  # a marker band removed by "background subtraction"
-        return out
-
-    pipe = FramePipeline(background=background, bin_factor=1, bin_fn=bin_mean, normalise_fn=lambda x: x)
+def test_background_is_subtracted_before_the_shift() -> None:
+    marker = np.zeros((8, 8), np.float32)
+    marker[:, :4] = 1.0  # a band that background subtraction removes
+    bg = BackgroundModel(positions=np.array([0.0]), values=marker[None], window=0, polyorder=2)
+    pipe = FramePipeline(background=bg, bin_factor=1)
     raw = np.ones((1, 8, 8), np.uint16)
     x = pipe(raw, np.array([5]), np.array([[2, 0]]))
-    np.testing.assert_array_equal(seen["indices"], [5])
     assert x[0, :, 2:6].sum() == 0 and x[0, :, 6:].min() == 1 and x[0, :, :2].min() == 1
+
+
+def test_background_follows_a_drift_in_the_b_frames() -> None:
+    src = blob_run(200, size=32, drift=400.0, noise=5.0)
+    bg = fit_run_background(src)
+    b_idx = src.indices("B")
+    assert bg.window == b_idx.size - 1  # 200 B frames: the longest odd window
+    d = src.indices("D")
+    residual = bg.subtract(src.frames[d].astype(np.float32), d)
+    blobless = residual[:, :4, :4]  # corner: no blob light, only drift + noise
+    assert abs(float(blobless.mean())) < 2.0 and float(blobless.std()) < 8.0
+    raw = src.frames[d][:, :4, :4].astype(np.float32)
+    assert raw.std() > 50.0  # the drift pattern that was removed
+
+
+def test_test_frames_are_preprocessed_exactly_as_the_crb_analysis_sees_them(tmp_path) -> None:
+    """Training/evaluation (full-resolution background, then binning) vs ``analysis.crb`` (binned)."""
+    crb = pytest.importorskip("analysis.crb")
+    from acquisition.reader import RunReader
+
+    path = write_run(blob_run(120, size=128, step_px=8, drift=300.0, noise=20.0), tmp_path / "run.h5")
+    samples, _meta = crb.load_run_samples(path, role="D")
+    with RunReader(path) as r:
+        data = build_datasets(r, DataConfig(), run_path=path)
+        x, _c, true_um, _pid = data.test.load(np.arange(len(data.test)))
+    centre = np.all(np.isclose(true_um, samples.center_um), axis=1)
+    assert centre.sum() == samples.center.shape[0] > 0
+    np.testing.assert_allclose(x[centre].reshape(centre.sum(), -1), samples.center, rtol=0, atol=2e-5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import DataConfig, FramePipeline, build_datasets
+from models.data import DataConfig, build_datasets
 from models.synthetic import blob_run
 from models.train import TrainConfig, evaluate_fitted, fit, load_checkpoint, load_model
 
@@ -23,23 +23,13 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(n)
 
 
-def _bin(x: np.ndarray, f: int) -> np.ndarray:
-    n, h, w = x.shape
-    return x.reshape(n, h // f, f, w // f, f).mean(axis=(2, 4))
-
-
-def _norm(x: np.ndarray) -> np.ndarray:
-    return x / x.reshape(len(x), -1).max(axis=1)[:, None, None]
-
-
-PIPE = FramePipeline(background=None, bin_factor=2, bin_fn=_bin, normalise_fn=_norm)
-DATA = DataConfig(n_classes=33, shift_max_px=16, bin_factor=2, background=False, holdout_fraction=0.2)
+DATA = DataConfig(n_classes=33, shift_max_px=16, bin_factor=2, holdout_fraction=0.2)
 
 
 @pytest.fixture(scope="module")
 def blob_data():
     src = blob_run(1000, size=64, sigma_px=3.0, step_px=4, camera_um_per_px=0.5, noise=30.0)
-    return build_datasets(src, DATA, pipeline=PIPE)
+    return build_datasets(src, DATA)
 
 
 def test_training_reduces_error_and_tracks_positions(blob_data, tmp_path: Path) -> None:
@@ -102,9 +92,7 @@ def test_resume_refuses_a_different_data_split(blob_data, tmp_path: Path) -> Non
     cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=256, data=DATA)
     fit(blob_data, cfg, tmp_path / "m.pt", progress=False)
     src = blob_run(30, size=64)
-    other = build_datasets(
-        src, DataConfig(**{**DATA.to_dict(), "seed": 9, "axis_signs": (1, 1)}), pipeline=PIPE
-    )
+    other = build_datasets(src, DataConfig(**{**DATA.to_dict(), "seed": 9, "axis_signs": (1, 1)}))
     cfg.epochs = 2
     with pytest.raises(ValueError, match="different data"):
         fit(other, cfg, tmp_path / "m.pt", resume=True, progress=False)
