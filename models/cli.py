@@ -200,10 +200,10 @@ def cmd_grid_search(args: argparse.Namespace) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    from models.architectures import ARCHITECTURES
+    from models import ARCHITECTURE_NAMES
 
     p.add_argument("run", help="bsbd run file (.h5)")
-    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="coordconv")
+    p.add_argument("--arch", choices=ARCHITECTURE_NAMES, default="coordconv")
     p.add_argument("--epochs", type=int, default=50, help="total epochs (with --resume: train up to this)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=256)

@@ -113,3 +113,19 @@ def test_grid_search_sorts_by_score_and_skips_oversized_models() -> None:
     small = count_parameters(build_model("dense", hidden=(32,)))
     limited = grid_search("dense", lambda cfg: 1.0, grid, max_parameters=small)
     assert len(limited) == 2 and all(r.n_parameters == small for r in limited)
+
+
+def test_torch_free_architecture_names_match_the_classes() -> None:
+    from models import ARCHITECTURE_NAMES
+    from models.architectures import ARCHITECTURES
+
+    assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES
+
+
+def test_cli_parser_builds_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, acquisition.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
