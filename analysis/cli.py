@@ -1,4 +1,9 @@
-"""``specklab crb RUN.h5 [--json]``: registered into the ``specklab`` command by ``acquisition/cli.py``."""
+"""``specklab crb RUN.h5 [--json]``: registered into the ``specklab`` command by ``acquisition/cli.py``.
+
+For simulated reflection runs the output also holds the bench's analytic CRB at the reference position
+(``analytic_crb_um``, ``analytic_fisher``, ``analytic``: model, binning, notes) and ``crb_ratio`` =
+estimate / analytic per axis; both are None for real runs.
+"""
 
 from __future__ import annotations
 
@@ -87,4 +92,11 @@ def cmd_crb(args: argparse.Namespace) -> int:
         print(f"CRB x = {cx} ± {sx} µm, y = {cy} ± {sy} µm")
         print(f"Fisher matrix (1/µm²): {out['fisher']}")
         print(f"steps (µm): {out['step_um']}, frames used: {out['frames_used']}, rule: {out['method']}")
+        if out.get("analytic_crb_um") is not None:
+            ax, ay = out["analytic_crb_um"]
+            rx, ry = out["crb_ratio"] if out["crb_ratio"] is not None else (None, None)
+            model = out["analytic"]["model"]
+            print(f"bench analytic CRB x = {ax} µm, y = {ay} µm ({model}); estimate/analytic {rx}, {ry}")
+            for note in out["analytic"]["notes"]:
+                print(f"  note: {note}")
     return EXIT_OK

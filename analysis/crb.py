@@ -136,10 +136,122 @@ def load_run_samples(
             "background_frames": int(b_idx.size),
             "background_window": None if bg is None else bg.window,
             "frame_shape": list(frames.shape[1:]),
+            "bin_factor": int(bin_factor),
+            "normalise": bool(normalise),
         }
+        truth = _bench_truth_inputs(r)
     samples = split_axes(pos_um, frames)
+    if truth is not None:
+        meta["_truth"] = truth
     samples.role = role
     return samples, meta
+
+
+def _parse_sensor(text: str) -> dict[str, float]:
+    """``"qe=0.6, read_noise_e=1.38, ..."`` (the simulated camera's identity) -> dict of floats."""
+    out = {}
+    for part in str(text).split(","):
+        key, _, val = part.partition("=")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            continue
+    return out
+
+
+def _bench_truth_inputs(reader: Any) -> dict[str, Any] | None:
+    """What :func:`analytic_reference` needs from a simulated reflection run, or None (real or other runs).
+
+    The run stores the validated bench config (``/entry/config/bench``), the plan's reference position
+    (``ground_truth/plan/reference_px``), the camera's sensor constants (its identity) and the camera
+    binning/ROI (``full_config``); the bench's analytic Fisher matrix is recomputed from them.
+    """
+    import json
+
+    try:
+        truth = reader.ground_truth
+        if "bench" not in truth or "reference_px" not in truth.get("plan", {}):
+            return None
+        bench = reader.bench_config
+        if bench.get("configuration", "reflection") != "reflection":
+            return None
+        cam = reader.devices.get("camera", {})
+        sensor = _parse_sensor(cam.get("sensor_model", ""))
+        full = json.loads(reader.attrs.get("full_config", "{}") or "{}")
+        ccfg = full.get("devices", {}).get("camera", {}) or {}
+        return {
+            "bench": bench,
+            "reference_px": [float(v) for v in np.asarray(truth["plan"]["reference_px"]).ravel()],
+            "qe": sensor.get("qe", 1.0),
+            "read_noise_e": sensor.get("read_noise_e", 0.0),
+            "exposure_s": float(reader.protocol_config.get("exposure_s", np.nan)),
+            "camera_binning": int(ccfg.get("binning", 1) or 1),
+            "camera_roi": ccfg.get("roi"),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def analytic_reference(
+    truth: Mapping[str, Any], *, bin_factor: int, normalise: bool
+) -> dict[str, Any] | None:
+    """The simulated bench's analytic Fisher matrix and CRB at the run's reference position.
+
+    ``VirtualBench.analytic_fisher`` (``devices/bench/fisher_truth.py``) with the total binning (camera x
+    analysis), the camera's QE and read noise and the protocol's exposure. What it assumes, so what the
+    ratio means: independent (binned) pixels -- exact at b = 0 with zero read noise (Poisson), and at
+    b > 0 with ``speckle_model="independent"`` (non-central chi-square); with pupil speckle it is an
+    approximation. Neither the per-frame max normalisation nor background subtraction is modelled (both
+    can only lose information), and the CRB is that of unbinned-in-time single frames at the reference.
+    Returns None when the run cannot be reproduced (a camera ROI, bench code that refuses the config).
+    """
+    if truth.get("camera_roi"):
+        return None
+    from devices.bench.bench import VirtualBench  # the bench model only: no device is opened
+    from devices.bench.clock import SimClock
+    from devices.bench.config import BenchConfig
+
+    try:
+        cfg = BenchConfig.model_validate(truth["bench"])
+        bench = VirtualBench(cfg, SimClock())
+        binning = int(truth["camera_binning"]) * int(bin_factor)
+        ref = tuple(truth["reference_px"][:2])
+        b = cfg.medium.optical_thickness
+        kw: dict[str, Any] = {}
+        if b == 0:
+            exposure = truth["exposure_s"]
+            kw = {
+                "qe": truth["qe"],
+                "read_noise_e": truth["read_noise_e"],
+                "exposure_s": None if not np.isfinite(exposure) else exposure,
+            }
+        j = np.asarray(bench.analytic_fisher(ref, binning, **kw), dtype=np.float64)  # type: ignore[arg-type]
+        crb = np.sqrt(np.diag(np.linalg.inv(j)))
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if b == 0:
+        exact = truth["read_noise_e"] == 0
+        model = "poisson (exact)" if exact else "poisson + gaussian read noise (approximation)"
+    elif cfg.medium.speckle_model == "independent":
+        model = "speckle: non-central chi-square, independent pixels"
+    else:
+        model = "speckle: non-central chi-square, pupil speckle (approximate mode count)"
+    notes = []
+    if normalise:
+        notes.append("frames were max-normalised: the analytic value ignores that (it loses information)")
+    if b > 0 and cfg.medium.wall_fraction > 0:
+        notes.append("wall speckle counted as part of the fast diffuse field")
+    return {
+        "crb_um": crb.tolist(),
+        "fisher": j.tolist(),
+        "model": model,
+        "optical_thickness": float(b),
+        "binning": binning,
+        "reference_px": list(ref),
+        "qe": truth["qe"],
+        "read_noise_e": truth["read_noise_e"],
+        "notes": notes,
+    }
 
 
 @dataclass
@@ -149,10 +261,11 @@ class CrbResult:
     fisher: FisherMatrixResult
     samples_meta: dict[str, Any]
     frames_used: int
+    analytic: dict[str, Any] | None = None  # the simulated bench's analytic CRB (``analytic_reference``)
 
     def as_dict(self) -> dict[str, Any]:
         f = self.fisher
-        return {
+        out = {
             "crb_um": f.crb.tolist(),
             "crb_stderr_um": f.crb_stderr.tolist(),
             "fisher": f.matrix.tolist(),
@@ -161,6 +274,8 @@ class CrbResult:
             "step_um": f.steps.tolist(),
             "frames_used": self.frames_used,
             "method": f.method,
+            "step_rule": f.method,
+            "step_notes": [a.robust.note if a.method == "robust" else "" for a in f.axes],
             "denominator": f.denominator,
             "bins": f.bins,
             "decorrelation": f.decorrelation.method,
@@ -173,6 +288,14 @@ class CrbResult:
             "timings_s": f.timings,
             **self.samples_meta,
         }
+        a = self.analytic
+        out["analytic_crb_um"] = None if a is None else a["crb_um"]
+        out["crb_ratio"] = None
+        if a is not None:
+            out["analytic_fisher"] = a["fisher"]
+            out["analytic"] = {k: v for k, v in a.items() if k not in ("crb_um", "fisher")}
+            out["crb_ratio"] = [float(c / t) for c, t in zip(f.crb, a["crb_um"], strict=True)]
+        return out
 
 
 def crb_from_samples(samples: PositionSamples, **fisher_kwargs: Any) -> FisherMatrixResult:
@@ -204,5 +327,9 @@ def crb_from_run(
         polyorder=polyorder,
     )
     res = crb_from_samples(samples, **dict(fisher_kwargs or {}))
+    truth = meta.pop("_truth", None)
     meta = {**meta, "center_um": list(samples.center_um)}
-    return CrbResult(fisher=res, samples_meta=meta, frames_used=samples.frames_used)
+    analytic = None
+    if truth is not None:
+        analytic = analytic_reference(truth, bin_factor=bin_factor, normalise=normalise)
+    return CrbResult(fisher=res, samples_meta=meta, frames_used=samples.frames_used, analytic=analytic)

@@ -180,8 +180,11 @@ def _equal_frequency_bins(
 
     The bin of each value is ``searchsorted(edges, value, right=True)``; with ties, edges coincide and the
     bins between them stay empty -- such bins are excluded downstream (zero pooled count), and the bias
-    correction uses the number of non-empty bins. ``torch_sort`` (default: on non-CPU devices) selects the
-    device sort instead of NumPy's; both give the same edges.
+    correction uses the number of non-empty bins. A value equal to two or more coinciding edges (a tie) is
+    put in the first bin between them, so it shares its bin neither with the values below nor with those
+    above (otherwise a tie covering the top quantiles, as the zero count of sparse photon data does, would
+    merge with everything above it and the component would carry no information). ``torch_sort``
+    (default: on non-CPU devices) selects the device sort instead of NumPy's; both give the same edges.
     """
     pooled = torch.cat(list(groups), dim=0)
     n_tot, k = pooled.shape
@@ -202,7 +205,13 @@ def _equal_frequency_bins(
     offs = (torch.arange(k, device=edges.device) * bins)[:, None]
     index, counts = [], []
     for g in groups:
-        idx = torch.searchsorted(edges, g.T.contiguous(), right=True)  # (K, n_s)
+        gt = g.T.contiguous()
+        idx = torch.searchsorted(edges, gt, right=True)  # (K, n_s)
+        # a value equal to >= 2 coinciding edges (a tie holding >= 1/B of the pool) gets the empty bin just
+        # above the lowest of them: it must not share a bin with the values above it (with right=True a
+        # tie at the top edges, e.g. the "0 photons" value of photon-starved frames, would swallow them all)
+        left = torch.searchsorted(edges, gt, right=False)
+        idx = torch.where(idx - left >= 2, left + 1, idx)
         index.append(idx)
         counts.append(torch.bincount((idx + offs).reshape(-1), minlength=k * bins).reshape(k, bins))
     return _Binned(index=index, counts=counts, n=[int(g.shape[0]) for g in groups], bins=bins)
