@@ -92,3 +92,18 @@ def test_preprocessor_streams_in_batches():
     assert np.allclose(whole.max(axis=(1, 2)), 1.0)
     with pytest.raises(ValueError):
         full(frames)
+
+
+def test_background_knots_equal_scipy_savgol_filter_at_those_samples() -> None:
+    """The knot-only evaluation is the full filter sampled, edges (``interp`` mode) included."""
+    from scipy.signal import savgol_filter
+
+    from analysis.preprocessing import fit_background
+
+    rng = np.random.default_rng(7)
+    b = rng.normal(size=(1500, 3, 4)).cumsum(axis=0)
+    model = fit_background(b, np.arange(1500), window=301, polyorder=2, decimate=7)
+    full = savgol_filter(b.reshape(1500, -1), 301, 2, axis=0, mode="interp")
+    knots = model.positions.astype(int)
+    assert knots[0] == 0 and knots[-1] == 1499  # both edge regions are sampled
+    np.testing.assert_allclose(model.values.reshape(knots.size, -1), full[knots], rtol=1e-5, atol=1e-4)
