@@ -71,6 +71,21 @@ class SimulatedCameraConfig(_CameraCommon):
 
     kind: Literal["simulated"] = "simulated"
     seed: int = 0
+    sensor: dict[str, float] = Field(
+        default_factory=dict,
+        description="SensorModel constants replacing the Zyla 5.5 defaults (qe, read_noise_e, ...)",
+    )
+
+    @field_validator("sensor")
+    @classmethod
+    def _sensor_is_a_valid_model(cls, value: dict[str, float]) -> dict[str, float]:
+        from devices.bench.sensor import SensorModel
+
+        try:
+            SensorModel(**value)
+        except TypeError as exc:  # an unknown constant
+            raise ValueError(f"unknown sensor constant: {exc}") from exc
+        return value
 
 
 class MicroManagerCameraConfig(_CameraCommon):

@@ -190,6 +190,7 @@ def open_bench(config: SpecklabConfig) -> Iterator[Bench]:
         ccfg = devices.camera
         if ccfg.kind == "simulated":
             from devices.bench.bench import VirtualBench
+            from devices.bench.sensor import SensorModel
             from devices.camera_sim import SimulatedCamera
 
             virtual = VirtualBench(
@@ -200,7 +201,9 @@ def open_bench(config: SpecklabConfig) -> Iterator[Bench]:
             )
             if hasattr(virtual, "close"):
                 stack.callback(virtual.close)
-            camera: Camera = SimulatedCamera(source=virtual, clock=clock, seed=ccfg.seed)
+            camera: Camera = SimulatedCamera(
+                source=virtual, clock=clock, sensor=SensorModel(**ccfg.sensor), seed=ccfg.seed
+            )
         else:
             from devices.camera_mm import MicroManagerCamera
 

@@ -172,3 +172,16 @@ def test_device_table_without_kind_is_simulated_and_real_arguments_refused() -> 
     assert cfg.devices.pump.kind == "simulated" and cfg.devices.pump.rate_ml_per_h == 3.0
     with pytest.raises(ConfigError, match=r"devices\.pump\.url: unknown key"):
         load_config(None, ["devices.pump.url=COM3"])
+
+
+def test_simulated_sensor_constants_are_validated_and_reach_the_camera() -> None:
+    from devices.factory import open_bench
+
+    cfg = load_config(None, ["devices.camera.sensor.read_noise_e=0", "frames=4"])
+    with open_bench(cfg) as bench:
+        assert bench.camera.identity()["sensor_model"].startswith("qe=0.6,")
+        assert "read_noise_e=0," in bench.camera.identity()["sensor_model"]
+    with pytest.raises(ConfigError, match=r"devices\.camera\.sensor.*bogus"):
+        load_config(None, ["devices.camera.sensor.bogus=1"])
+    with pytest.raises(ConfigError, match=r"qe must be in"):
+        load_config(None, ["devices.camera.sensor.qe=2"])
