@@ -36,7 +36,7 @@ from gui.results_panel import ResultsPanel
 from gui.run_control import RunController
 from gui.session import BenchOpener, BenchSession, default_opener
 from gui.wiring import PreparedRun, config_with_protocol, prepare_run
-from gui.workers import LiveViewSink, QtLogHandler, RunBridge, TaskBridge
+from gui.workers import LiveViewSink, MountConfirmer, QtLogHandler, RunBridge, TaskBridge
 
 log = logging.getLogger("gui")
 
@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self.tasks = TaskBridge(self)
         self.live_sink = LiveViewSink(parent=self)
         self.run_bridge = RunBridge(self)
+        self.mount_confirmer = MountConfirmer(self)  # a manual sample holder asks through a dialog
         self.controller: RunController | None = None
         self.prepared: PreparedRun | None = None
         self.last_result: RunResult | None = None
@@ -149,6 +150,7 @@ class MainWindow(QMainWindow):
 
     def _bench_opened(self, bench: Any) -> None:
         kinds = ", ".join(f"{k}: {v}" for k, v in bench.kinds.items()) or "custom devices"
+        self._attach_sample_holder(bench)
         self.statusBar().showMessage(f"config {self.session.text_source} · bench open ({kinds})")
         self.camera.set_enabled_devices(True)
         self.camera.refresh_settings()
@@ -157,6 +159,15 @@ class MainWindow(QMainWindow):
         self.pump.start_polling()
         self.protocol.set_bench_ready(True)
         self.bench_ready.emit(True)
+
+    def _attach_sample_holder(self, bench: Any) -> None:
+        """A manual sample holder asks the operator through this window's dialog (not the terminal)."""
+        from devices.sample_holder import ManualSampleHolder
+
+        holder = getattr(bench, "sample_holder", None)
+        if isinstance(holder, ManualSampleHolder):
+            holder.confirm = self.mount_confirmer.confirm
+            log.info("sample mounts will be confirmed in a dialog")
 
     def _bench_failed(self, text: str) -> None:
         log.error("the bench could not be opened: %s (replay and results still work)", text)
@@ -235,6 +246,7 @@ class MainWindow(QMainWindow):
             log.info("resuming the run")
 
     def abort_run(self, reason: str = "aborted by user") -> None:
+        self.mount_confirmer.cancel_pending()  # a run waiting for a sample mount gets "no"
         if self.controller is not None:
             self.controller.abort(reason)
             log.info("aborting the run")
@@ -286,6 +298,7 @@ class MainWindow(QMainWindow):
         if self._shut:
             return
         self._shut = True
+        self.mount_confirmer.close()  # before joining: a run waiting for a mount must not hang us
         if self.controller is not None and self.controller.running:
             self.controller.abort("control panel shut down")
             self.controller.join(30.0)

@@ -8,6 +8,11 @@ connections), so no widget is ever touched from a worker.
 
 Frames are throttled at the source (:class:`LiveViewSink`, default 30 Hz): a 1000 frame/s
 replay or acquisition never floods the event loop, and the sink counts what it skipped.
+
+The other direction, a worker that needs an answer from the operator (a manual sample holder's
+``confirm(name, previous)`` during a speckle-SIM run), goes through :class:`MountConfirmer`: the
+run thread emits a queued signal and blocks on a :class:`threading.Event` until the GUI thread's
+modal dialog has answered (or the window closes, which answers False).
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
+from PyQt5 import sip
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
+from PyQt5.QtWidgets import QMessageBox, QWidget
 
 from acquisition.events import Event
 from acquisition.runner import Progress, RunResult
@@ -145,3 +153,112 @@ class QtLogHandler(logging.Handler):
         # RuntimeError: the emitter was deleted with the window, nothing left to show the record in
         with contextlib.suppress(RuntimeError):
             self.emitter.record.emit(self.format(record), record.levelno)
+
+
+@dataclass
+class _MountRequest:
+    name: str
+    previous: str | None
+    answer: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def mount_question(name: str, previous: str | None) -> str:
+    """The dialog's text: ``Mount sample X (previous: Y), then OK``."""
+    before = repr(previous) if previous else "none"
+    return f"Mount sample {name!r} (previous: {before}), then OK."
+
+
+class MountConfirmer(QObject):
+    """A :class:`~devices.sample_holder.ManualSampleHolder` ``confirm`` callback backed by a Qt dialog.
+
+    :meth:`confirm` may be called from any thread (the run thread): it asks the GUI thread, through
+    a queued signal, to show a modal OK/Cancel :class:`QMessageBox` and blocks until it is answered
+    (OK → True, Cancel or closing the dialog → False). No widget is touched off the GUI thread.
+    :meth:`cancel_pending` (an aborted run) answers a pending question False and closes its dialog;
+    after :meth:`close` (the window closing) every question is answered False at once, so a run
+    waiting for the operator always ends instead of hanging.
+    """
+
+    _ask = pyqtSignal(object)  # _MountRequest
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._gui_thread = threading.get_ident()  # created on the GUI thread
+        self._lock = threading.Lock()
+        self._pending: list[_MountRequest] = []
+        self._closed = False
+        self._box: QMessageBox | None = None
+        self._ask.connect(self._show, Qt.QueuedConnection)
+
+    @property
+    def dialog(self) -> QMessageBox | None:
+        """The question on screen now (GUI thread only), for tests and the window."""
+        return self._box
+
+    # -- any thread --------------------------------------------------------------------------------
+    def confirm(self, name: str, previous: str | None) -> bool:
+        """Ask the operator to mount ``name``; True once confirmed, False to stop the run."""
+        req = _MountRequest(name, previous)
+        with self._lock:
+            if self._closed:
+                return False
+            self._pending.append(req)
+        try:
+            if threading.get_ident() == self._gui_thread:
+                self._show(req)  # waiting here would deadlock the event loop that shows the dialog
+            else:
+                self._ask.emit(req)
+                # the poll only guards against a confirmer deleted without close(): never hang a run
+                while not req.done.wait(0.2):
+                    if self._closed or sip.isdeleted(self):
+                        break
+        finally:
+            with self._lock:
+                if req in self._pending:
+                    self._pending.remove(req)
+        return req.answer
+
+    # -- GUI thread --------------------------------------------------------------------------------
+    def cancel_pending(self) -> None:
+        """Answer every pending question False and close the dialog on screen."""
+        with self._lock:
+            pending = list(self._pending)
+        for req in pending:
+            self._answer(req, False)
+        if self._box is not None:
+            self._box.reject()
+
+    def close(self) -> None:
+        """The window is closing: no more dialogs, pending and future questions answer False."""
+        with self._lock:
+            self._closed = True
+        self.cancel_pending()
+
+    def _answer(self, req: _MountRequest, answer: bool) -> None:
+        with self._lock:
+            if not req.done.is_set():
+                req.answer = answer
+                req.done.set()
+
+    def _show(self, req: _MountRequest) -> None:
+        if req.done.is_set() or self._closed:
+            self._answer(req, False)
+            return
+        parent = self.parent()
+        box = QMessageBox(
+            QMessageBox.Question,
+            "Mount sample",
+            mount_question(req.name, req.previous),
+            QMessageBox.Ok | QMessageBox.Cancel,
+            parent if isinstance(parent, QWidget) else None,
+        )
+        box.setDefaultButton(QMessageBox.Ok)
+        box.setEscapeButton(QMessageBox.Cancel)
+        self._box = box
+        try:
+            answer = box.exec_() == QMessageBox.Ok
+        finally:
+            self._box = None
+            box.deleteLater()
+        self._answer(req, answer)  # no-op when cancel_pending() answered first
