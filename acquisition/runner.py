@@ -35,6 +35,7 @@ from acquisition.sinks import (
     SinkError,
     SinkReport,
 )
+from devices.base import OperatorCancelled
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ class Runner:
                 status = STATUS_COMPLETE
             else:
                 status, error = STATUS_ABORTED, self._abort_reason or "aborted"
+        except OperatorCancelled as exc:  # the operator said stop: an abort, not a failure
+            status, error = STATUS_ABORTED, str(exc)
         except Exception as exc:  # noqa: BLE001 - a failed run is a result, with its error text stored
             log.exception("run failed at event %d", done)
             status, error = STATUS_FAILED, f"{type(exc).__name__}: {exc}"

@@ -36,8 +36,16 @@ class DeviceRefused(DeviceError):
     """A device understood the request and refused it (out of range, alarm, bad state)."""
 
 
+class OperatorCancelled(DeviceError):
+    """The operator declined a step the run needs (e.g. mounting a sample): an abort, not a failure."""
+
+
 class SampleError(DeviceError):
     """A sample could not be mounted: unknown to the bench, refused by the operator, or nobody to ask."""
+
+
+class MountCancelled(SampleError, OperatorCancelled):
+    """The operator cancelled mounting a sample."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from devices.base import SampleError
+from devices.base import MountCancelled, SampleError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,6 @@ class ManualSampleHolder:
             )
         log.info("asking the operator to mount sample %r (in place: %r)", name, self._mounted)
         if not self.confirm(name, self._mounted):
-            raise SampleError(f"the operator did not confirm mounting sample {name!r}; run stopped")
+            raise MountCancelled(f"the operator did not confirm mounting sample {name!r}; run stopped")
         self._mounted = name
         log.info("sample %r mounted (operator confirmed)", name)

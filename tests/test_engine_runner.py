@@ -270,3 +270,30 @@ def test_unwritable_output_fails_before_devices_move(tmp_path):
     with pytest.raises(OSError):
         record(plan, engine, run_info(plan), bad / "run.h5")
     assert dmd.uploads == 0 and cam.sequences == 0 and pump.calls == []
+
+
+def test_operator_cancel_aborts_rather_than_fails(tmp_path):
+    """An operator declining a step (e.g. a sample mount) ends the run as aborted, file readable."""
+    from devices.base import MountCancelled
+
+    class CancellingEngine:
+        def setup(self, plan):
+            pass
+
+        def start_block(self, plan, start):
+            return len(plan.events)
+
+        def read(self, event):
+            raise MountCancelled("the operator did not confirm mounting sample 'cells'; run stopped")
+
+        def end_block(self):
+            pass
+
+        def teardown(self):
+            pass
+
+    plan = bsbd_plan(n_frames=8)
+    result = record(plan, CancellingEngine(), run_info(plan), tmp_path / "r.h5")
+    assert result.status == "aborted" and "cells" in result.error
+    with RunReader(tmp_path / "r.h5") as r:
+        assert r.status == "aborted"

@@ -177,7 +177,7 @@ def test_operator_cancel_stops_the_run(tmp_path: Path) -> None:
     plan = _sample_plan(["a", "b"], 3)
     engine, dmd, cam, pump = _engine(ManualSampleHolder(lambda name, prev: name != "b"))
     result = record(plan, engine, run_info(plan, engine.identities()), tmp_path / "c.h5")
-    assert result.status == "failed" and "did not confirm" in result.error and "'b'" in result.error
+    assert result.status == "aborted" and "did not confirm" in result.error and "'b'" in result.error
     assert result.frames == 3 and not pump.running
 
 
