@@ -84,6 +84,8 @@ def cmd_crb(args: argparse.Namespace) -> int:
         print(f"specklab crb: {exc}", file=sys.stderr)
         return EXIT_FAILED
     out = _safe(res.as_dict())
+    for warning in out.get("warnings", []):
+        print(f"specklab crb: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(out, indent=1, allow_nan=False))
     else:

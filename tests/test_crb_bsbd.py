@@ -111,3 +111,12 @@ def test_specklab_crb_on_simulated_bsbd_run(tmp_path, capsys):
     assert a["optical_thickness"] == B and a["binning"] == 8 and a["reference_px"] == [512.0, 384.0]
     assert all(math.isfinite(v) and v > 0 for v in r["analytic_crb_um"])
     assert r["crb_ratio"] == pytest.approx(np.divide(crb, r["analytic_crb_um"]).tolist())
+    assert r["warnings"] == []  # 256 features from 900 frames: adequate
+
+    # the default 4x4 binning gives 1,024 features from 900 frames: said loudly
+    capsys.readouterr()
+    assert cli.main(["crb", str(run), "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    warned = json.loads(captured.out)["warnings"]
+    assert len(warned) == 1 and "over-estimated" in warned[0] and "--bin-factor 8" in warned[0]
+    assert "warning:" in captured.err
