@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rel-tol", type=float, default=0.02, help="relative stderr for the robust step rule")
     p.add_argument("--bins", type=int, default=None, help="equal-frequency bins (default: from n)")
     p.add_argument("--bin-factor", type=int, default=4, help="pixel binning (128 -> 32: 4)")
-    p.add_argument("--window", type=int, default=5000, help="Savitzky–Golay window in B frames")
-    p.add_argument("--polyorder", type=int, default=2)
+    p.add_argument("--window", type=int, help="Savitzky–Golay window in B frames (default: seed 000's 5,000)")
+    p.add_argument("--polyorder", type=int, help="Savitzky–Golay polynomial order (default: 2)")
     p.add_argument("--no-background", action="store_true", help="skip background subtraction")
     p.add_argument("--no-normalise", action="store_true", help="skip per-frame max normalisation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -67,8 +67,7 @@ def cmd_crb(args: argparse.Namespace) -> int:
             bin_factor=args.bin_factor,
             background=not args.no_background,
             normalise=not args.no_normalise,
-            window=args.window,
-            polyorder=args.polyorder,
+            **{k: v for k in ("window", "polyorder") if (v := getattr(args, k)) is not None},
             fisher_kwargs={
                 "decorrelation": args.decorrelation,
                 "step_rule": args.step_rule,

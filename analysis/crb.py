@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from analysis.fisher import FisherMatrixResult, fisher_matrix
-from analysis.preprocessing import Preprocessor, bin_frames, fit_background
+from analysis.preprocessing import (
+    SAVGOL_POLYORDER,
+    SAVGOL_WINDOW,
+    Preprocessor,
+    bin_frames,
+    fit_background,
+)
 
 
 @dataclass
@@ -88,8 +94,8 @@ def load_run_samples(
     bin_factor: int = 4,
     background: bool = True,
     normalise: bool = True,
-    window: int = 5000,
-    polyorder: int = 2,
+    window: int = SAVGOL_WINDOW,
+    polyorder: int = SAVGOL_POLYORDER,
     batch_size: int = 2048,
 ) -> tuple[PositionSamples, dict[str, Any]]:
     """Read a run through :class:`acquisition.reader.RunReader`, preprocess, and group by position."""
@@ -328,8 +334,8 @@ def crb_from_run(
     bin_factor: int = 4,
     background: bool = True,
     normalise: bool = True,
-    window: int = 5000,
-    polyorder: int = 2,
+    window: int = SAVGOL_WINDOW,
+    polyorder: int = SAVGOL_POLYORDER,
     fisher_kwargs: Mapping[str, Any] | None = None,
 ) -> CrbResult:
     """CRB (µm) of the target position from a fisher-scan (``F``) or bsbd (``D``) run file."""

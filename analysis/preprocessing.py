@@ -29,8 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import savgol_coeffs
 
+#: Savitzky–Golay background defaults: a 5,000-sample window (≈170 s of B frames, seed 000 Methods) and
+#: a quadratic, the one place every caller (``specklab crb``, training) takes them from.
+SAVGOL_WINDOW = 5000
+SAVGOL_POLYORDER = 2
 
-def savgol_window(n_samples: int, window: int = 5000, polyorder: int = 2) -> int:
+
+def savgol_window(n_samples: int, window: int = SAVGOL_WINDOW, polyorder: int = SAVGOL_POLYORDER) -> int:
     """Window actually used: the largest odd length <= min(window, n_samples); 0 if it is <= polyorder."""
     w = min(int(window), int(n_samples))
     if w % 2 == 0:
@@ -74,8 +79,8 @@ def fit_background(
     b_frames: np.ndarray,
     b_positions: np.ndarray,
     *,
-    window: int = 5000,
-    polyorder: int = 2,
+    window: int = SAVGOL_WINDOW,
+    polyorder: int = SAVGOL_POLYORDER,
     decimate: int | None = None,
     pixel_block: int = 4096,
 ) -> BackgroundModel:
