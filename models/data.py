@@ -203,8 +203,7 @@ def fit_run_background(
     cores), 16x the CRB analysis's binned fit; at paper scale (2.5x10^5 B frames) that is minutes, so the
     last two fits are cached per run file and evaluating 25 repeats fits once.
     """
-    roles = _roles(source.table)
-    b_idx = np.flatnonzero(roles == "B")
+    b_idx = np.asarray(source.indices("B"))
     if b_idx.size == 0:
         raise ValueError("the run has no B frames to fit the background from (use --no-background)")
     key = _cache_key(source, window, polyorder)
