@@ -153,24 +153,12 @@ def load_run_samples(
     return samples, meta
 
 
-def _parse_sensor(text: str) -> dict[str, float]:
-    """``"qe=0.6, read_noise_e=1.38, ..."`` (the simulated camera's identity) -> dict of floats."""
-    out = {}
-    for part in str(text).split(","):
-        key, _, val = part.partition("=")
-        try:
-            out[key.strip()] = float(val)
-        except ValueError:
-            continue
-    return out
-
-
 def _bench_truth_inputs(reader: Any) -> dict[str, Any] | None:
     """What :func:`analytic_reference` needs from a simulated reflection run, or None (real or other runs).
 
     The run stores the validated bench config (``/entry/config/bench``), the plan's reference position
-    (``ground_truth/plan/reference_px``), the camera's sensor constants (its identity) and the camera
-    binning/ROI (``full_config``); the bench's analytic Fisher matrix is recomputed from them.
+    (``ground_truth/plan/reference_px``), the camera's sensor constants (``ground_truth/bench/sensor``)
+    and the camera binning/ROI (``full_config``); the bench's analytic Fisher matrix is recomputed from them.
     """
     import json
 
@@ -181,15 +169,14 @@ def _bench_truth_inputs(reader: Any) -> dict[str, Any] | None:
         bench = reader.bench_config
         if bench.get("configuration", "reflection") != "reflection":
             return None
-        cam = reader.devices.get("camera", {})
-        sensor = _parse_sensor(cam.get("sensor_model", ""))
+        sensor = truth["bench"]["sensor"]
         full = json.loads(reader.attrs.get("full_config", "{}") or "{}")
         ccfg = full.get("devices", {}).get("camera", {}) or {}
         return {
             "bench": bench,
             "reference_px": [float(v) for v in np.asarray(truth["plan"]["reference_px"]).ravel()],
-            "qe": sensor.get("qe", 1.0),
-            "read_noise_e": sensor.get("read_noise_e", 0.0),
+            "qe": float(sensor["qe"]),
+            "read_noise_e": float(sensor["read_noise_e"]),
             "exposure_s": float(reader.protocol_config.get("exposure_s", np.nan)),
             "camera_binning": int(ccfg.get("binning", 1) or 1),
             "camera_roi": ccfg.get("roi"),

@@ -71,10 +71,18 @@ class Bench:
         return (h // b, w // b)
 
     def ground_truth(self) -> dict[str, Any]:
-        """What the virtual bench knows to be true (empty for a real bench)."""
+        """What the virtual bench knows to be true (empty for a real bench).
+
+        Includes the simulated camera's sensor constants (``sensor``), which the analytic Fisher
+        information of a run depends on, as numbers rather than only inside the camera's identity text.
+        """
         if self.virtual is None or not hasattr(self.virtual, "ground_truth"):
             return {}
-        return dict(self.virtual.ground_truth())
+        truth = dict(self.virtual.ground_truth())
+        sensor = getattr(self.camera, "sensor", None)
+        if sensor is not None:
+            truth["sensor"] = sensor.as_dict()
+        return truth
 
     def sample_ground_truth(self, names: Iterable[str]) -> dict[str, Any]:
         """Per-sample truth (``{name: {"rho", "rho_blurred"}}``) from the virtual bench; {} for a real one."""

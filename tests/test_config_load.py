@@ -181,6 +181,7 @@ def test_simulated_sensor_constants_are_validated_and_reach_the_camera() -> None
     with open_bench(cfg) as bench:
         assert bench.camera.identity()["sensor_model"].startswith("qe=0.6,")
         assert "read_noise_e=0," in bench.camera.identity()["sensor_model"]
+        assert bench.ground_truth()["sensor"]["read_noise_e"] == 0.0  # stored as numbers for the analysis
     with pytest.raises(ConfigError, match=r"devices\.camera\.sensor.*bogus"):
         load_config(None, ["devices.camera.sensor.bogus=1"])
     with pytest.raises(ConfigError, match=r"qe must be in"):
