@@ -32,6 +32,25 @@ def test_output_shape_is_two_n_h_logits(arch: str, n_classes: int) -> None:
     assert bool(((k >= 0) & (k <= n_classes - 1)).all())
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_input_is_standardised_so_the_preprocessing_scale_does_not_matter(arch: str) -> None:
+    """Max-normalised speckle frames have a pixel std of ~0.15: the network must not depend on that scale.
+
+    In training mode the input BatchNorm maps a batch and any affine copy of it (a x + c, a > 0) to the
+    same standardised input, so the outputs agree; without it CoordConv's coordinate channels swamp a
+    weak input and training collapsed to the uniform guess on a b = 2.5 run.
+    """
+    torch.manual_seed(0)
+    model = build_model(arch).train()
+    x = torch.rand(16, 1, 32, 32)
+    with torch.no_grad():
+        a = model(x)
+        b = model(0.2 * x + 0.3)
+    # equal up to BatchNorm's eps (1e-5 against a batch variance of 0.2² / 12 = 3e-3: ~0.2 %)
+    assert torch.allclose(a, b, atol=5e-3), float((a - b).abs().max())
+    assert isinstance(model.input_norm, torch.nn.BatchNorm2d)
+
+
 def test_default_parameter_counts_are_comparable() -> None:
     counts = parameter_counts()
     assert set(counts) == {"cnn", "coordconv", "dense", "densenet"}
