@@ -194,8 +194,10 @@ def analytic_reference(
     analysis), the camera's QE and read noise and the protocol's exposure. What it assumes, so what the
     ratio means: independent (binned) pixels -- exact at b = 0 with zero read noise (Poisson), and at
     b > 0 with ``speckle_model="independent"`` (non-central chi-square); with pupil speckle it is an
-    approximation. Neither the per-frame max normalisation nor background subtraction is modelled (both
-    can only lose information), and the CRB is that of unbinned-in-time single frames at the reference.
+    approximation; the bench's mechanical vibration adds in quadrature (J = J0 (I + s² J0)⁻¹, exact when
+    J0 is far above or far below 1/s²). Neither the per-frame max normalisation nor background subtraction
+    is modelled (both can only lose information), and the CRB is that of unbinned-in-time single frames
+    at the reference.
     Returns None when the run cannot be reproduced (a camera ROI, bench code that refuses the config).
     """
     if truth.get("camera_roi"):
@@ -229,6 +231,9 @@ def analytic_reference(
         model = "speckle: non-central chi-square, independent pixels"
     else:
         model = "speckle: non-central chi-square, pupil speckle (approximate mode count)"
+    vibration = cfg.reflection.vibration_rms_um
+    if vibration > 0:
+        model += f" + {vibration:g} um rms vibration (Gaussian approximation)"
     notes = []
     if normalise:
         notes.append("frames were max-normalised: the analytic value ignores that (it loses information)")

@@ -23,8 +23,9 @@ def target_picture(x: int = 511, y: int = 383, size: int = 5) -> np.ndarray:
     return pic
 
 
-def make_bench(pic=None, flow=7.0, **medium) -> VirtualBench:
-    cfg = BenchConfig(configuration="reflection", seed=3, medium=medium)
+def make_bench(pic=None, flow=7.0, vibration_um: float | None = None, **medium) -> VirtualBench:
+    refl = {} if vibration_um is None else {"vibration_rms_um": vibration_um}
+    cfg = BenchConfig(configuration="reflection", seed=3, medium=medium, reflection=refl)
     return VirtualBench(cfg, SimClock(), pattern_source=lambda t: pic, flow_source=lambda: flow)
 
 
@@ -78,9 +79,12 @@ def test_ballistic_fraction_follows_double_pass(b: float) -> None:
 
 
 def test_mean_over_flowing_frames_matches_model_mean() -> None:
-    """Averaging decorrelated frames recovers I_c + I_t + background (the model's mean image)."""
+    """Averaging decorrelated frames recovers I_c + I_t + background (the model's mean image).
+
+    Rigid bench (vibration 0): with vibration the frame average is this mean blurred by the 2-D Gaussian
+    of the per-frame target displacement (tests/test_bench_vibration.py checks the displacement)."""
     pic = target_picture()
-    bench = make_bench(pic, optical_thickness=2.0, wall_fraction=0.0)
+    bench = make_bench(pic, optical_thickness=2.0, wall_fraction=0.0, vibration_um=0.0)
     frames = np.stack([bench.expected_photons(1.0 * i, 200e-6) for i in range(300)])  # 1 s >> tau
     mean_model = bench._model.picture_terms(pic)[2] * 200e-6
     box = (slice(44, 84), slice(44, 84))  # target region
@@ -162,8 +166,9 @@ def test_same_seed_same_frames_different_seed_different() -> None:
 
 
 def test_moving_the_target_on_the_dmd_moves_it_in_the_image() -> None:
-    bench0 = make_bench(target_picture(511, 383), optical_thickness=0.0)
-    bench1 = make_bench(target_picture(513, 383), optical_thickness=0.0)  # 2 mirrors right (D grid step)
+    # rigid bench: with vibration both frames would carry their own displacement (same seed: the same one)
+    bench0 = make_bench(target_picture(511, 383), optical_thickness=0.0, vibration_um=0.0)
+    bench1 = make_bench(target_picture(513, 383), optical_thickness=0.0, vibration_um=0.0)  # 2 mirrors right
     i0, i1 = bench0.expected_photons(0, 1e-4), bench1.expected_photons(0, 1e-4)
     cols = np.arange(128)
     cx0 = (i0.sum(axis=0) * cols).sum() / i0.sum()

@@ -170,6 +170,7 @@ class VirtualBench:
                 "photons_per_s_per_px_n0": np.asarray(m.n0),
                 "background_mean_photons_per_s": np.full(m.shape, m.i_flow_bg + m.i_wall),
                 "speckle_coherence_area_px": np.asarray(m.coherence_area_px()),
+                "vibration_rms_um": np.asarray(m.vibration_um),
             }
         return m.ground_truth()
 
@@ -192,26 +193,44 @@ class VirtualBench:
         qe: float = 1.0,
         read_noise_e: float = 0.0,
         exposure_s: float | None = None,
+        vibration_um: float | None = None,
     ) -> np.ndarray:
         """2x2 Fisher matrix (1/um^2 at the sample) of the target centre (x, y).
 
         ``target_px``: target centre in DMD mirrors (x = col, y = row; default the DMD point on
         the camera centre); ``binning``: software binning factor; ``b``: optical thickness
         (default the configured one); ``method``: 'poisson' (shot + read noise; the only
-        noise at b = 0), 'speckle' (Rician / non-central chi-square, b > 0) or 'auto'.
+        photon noise at b = 0), 'speckle' (Rician / non-central chi-square, b > 0) or 'auto'.
         ``qe``, ``read_noise_e``, ``exposure_s`` enter the Poisson model only (the speckle
         model is scale-free). See devices/bench/fisher_truth.py and docs/bench-model.md.
+
+        ``vibration_um``: RMS per axis s of the per-frame target displacement (None = the configured
+        ``reflection.vibration_rms_um``, 0 = the static optics). With J0 the static-optics matrix,
+        J = (J0^-1 + s^2 I)^-1: the frame informs on theta + delta with J0, and delta ~ N(0, s^2 I)
+        adds s^2 to the covariance. This is exact for a linear-Gaussian model (mean linear in the
+        position, position-independent Gaussian noise; Woodbury) and, for the real frames, a Gaussian
+        approximation that is exact in both limits: J0 >> 1/s^2 (the frame pins theta + delta, whose
+        spread s is then the whole error: b = 0 on this bench, J -> 1/s^2) and J0 << 1/s^2 (the
+        displacement is lost in the frame's own noise: J -> J0).
         """
         m = self._reflection()
         if binning < 1:
             raise ValueError(f"binning must be >= 1, got {binning}")
+        s = m.vibration_um if vibration_um is None else float(vibration_um)
+        if not s >= 0:
+            raise ValueError(f"vibration_um must be >= 0, got {vibration_um}")
         tp = target_px if target_px is not None else m.dmd_center
         with self._lock:
             restore = m.with_thickness(self.config.medium.optical_thickness if b is None else b)
             try:
-                return m.fisher_matrix(tp, binning, method, qe, read_noise_e, exposure_s)
+                j0 = m.fisher_matrix(tp, binning, method, qe, read_noise_e, exposure_s)
             finally:
                 restore()
+        if s == 0.0:
+            return j0
+        # (J0^-1 + s^2 I)^-1 = J0 (I + s^2 J0)^-1: defined for a singular J0 as well
+        j = j0 @ np.linalg.inv(np.eye(2) + s * s * j0)
+        return 0.5 * (j + j.T)
 
     def analytic_crb_um(
         self,
@@ -220,7 +239,12 @@ class VirtualBench:
         binning: int = 1,
         **kwargs: object,
     ) -> tuple[float, float]:
-        """Cramer-Rao bound (sigma_x, sigma_y) in um at the sample: sqrt(diag(J^-1))."""
+        """Cramer-Rao bound (sigma_x, sigma_y) in um at the sample: sqrt(diag(J^-1)).
+
+        ``kwargs`` go to :meth:`analytic_fisher` (``method``, ``qe``, ``read_noise_e``, ``exposure_s``,
+        ``vibration_um``: 0 for the static optics); with vibration CRB^2 = CRB0^2 + s^2 per axis when
+        J0 is diagonal.
+        """
         j = self.analytic_fisher(target_px, binning, b=b, **kwargs)  # type: ignore[arg-type]
         inv = np.linalg.inv(j)
         return float(np.sqrt(inv[0, 0])), float(np.sqrt(inv[1, 1]))

@@ -22,6 +22,12 @@ Per camera pixel r (photons/s before the exposure factor), with A = DMD amplitud
 Frame intensity: I = |E_c + sqrt(I_t + (1-w) I_bg) u_flow + sqrt(w I_bg) u_wall|^2, u unit
 circular Gaussian speckle fields (sum of independent circular Gaussian fields = one field
 with the summed mean intensity). Pixels sample the intensity at their centres.
+
+Mechanical vibration (``reflection.vibration_rms_um`` = s): every frame the target's terms
+(E_c and I_t, hence the flowing-field amplitude) are moved by delta ~ N(0, s^2) per axis,
+drawn from the bench's generator; the back-scatter and the wall speckle stay put. Both moves
+are exact: a phase ramp on the cached band-limited spectrum of E_c (pruned inverse DFT onto
+the FOV) and shifted centres in the erf product of I_t. s = 0 draws nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import math
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
@@ -41,6 +48,60 @@ from devices.bench.config import LIGHT_SPEED_M_S, PLANCK_J_S, BenchConfig
 
 _PAD = 64  # camera pixels around the FOV in the (periodic) coherent FFT grid: Airy tails of objects
 # outside the FOV and the seam of the periodic window stay >= 64 px (~26 um) away from the FOV
+
+
+def _split_runs(idx: np.ndarray) -> list[tuple[slice, slice]]:
+    """(position in ``idx``, grid slice) of each run of consecutive grid indices in sorted ``idx``."""
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.r_[0, breaks]
+    ends = np.r_[breaks, idx.size]
+    return [
+        (slice(int(a), int(b)), slice(int(idx[a]), int(idx[b - 1]) + 1))
+        for a, b in zip(starts, ends, strict=True)
+    ]
+
+
+class _EdgeProfile:
+    """One envelope axis: 0.5 [erf((u - left)/(sqrt2 sigma)) - erf((u - right)/(sqrt2 sigma))] per mirror.
+
+    Mirror edges shared by neighbours are evaluated once (a run of n 'on' mirrors has n + 1 edges).
+    """
+
+    def __init__(self, mirror_idx: np.ndarray, to_camera: Callable[[np.ndarray], np.ndarray], n: int) -> None:
+        keys = np.unique(np.concatenate([mirror_idx, mirror_idx + 1]))  # edge k sits at mirror k - 1/2
+        self.edges = np.asarray(to_camera(keys - 0.5), dtype=float)
+        self.left = np.searchsorted(keys, mirror_idx)
+        self.right = np.searchsorted(keys, mirror_idx + 1)
+        self.u = np.arange(n, dtype=float)[:, None]
+
+    def profile(self, shift: float, sigma: float) -> np.ndarray:
+        """(n, mirrors): the blurred unit boxes moved by ``shift`` px (exact)."""
+        e = special.erf((self.u - (self.edges + shift)) * (1.0 / (math.sqrt(2.0) * sigma)))
+        return 0.5 * (e[:, self.left] - e[:, self.right])
+
+
+@dataclass(frozen=True, eq=False)
+class _Terms:
+    """Per-picture terms: the static images and what moving the target (vibration) needs.
+
+    ``spec``: sqrt(k_coh) x the padded-grid spectrum of E_c on the rows/columns holding pupil
+    samples (None: no coherent target light); ``env``: the envelope's erf factors along y and x
+    (:class:`_EdgeProfile`) and k_target |A|^2 on the non-zero DMD rows/columns (None: no scattered
+    target light).
+    """
+
+    ec: np.ndarray  # complex64 (H, W), sqrt(photons/s)
+    a_flow: np.ndarray  # float32 (H, W): sqrt(I_t + (1 - w) I_bg)
+    mean: np.ndarray  # float64 (H, W), photons/s
+    spec: np.ndarray | None
+    env: tuple[_EdgeProfile, _EdgeProfile, np.ndarray] | None
+
+    @property
+    def movable(self) -> bool:
+        return self.spec is not None or self.env is not None
+
+    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (self.ec, self.a_flow, self.mean)
 
 
 class ReflectionModel:
@@ -73,13 +134,25 @@ class ReflectionModel:
         fx = sfft.fftfreq(self._pad_shape[1])
         self._fy, self._fx = fy, fx
         self._pupil = ((fy[:, None] ** 2 + fx[None, :] ** 2) <= self.f_cut**2).astype(float)
-        self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        # pruned inverse DFT of the coherent field onto the FOV (moving the target): only the grid
+        # rows/columns holding pupil samples, and only the output rows/columns inside the FOV
+        self._ky = np.flatnonzero(np.abs(fy) <= self.f_cut)
+        self._kx = np.flatnonzero(np.abs(fx) <= self.f_cut)
+        self._fky, self._fkx = fy[self._ky], fx[self._kx]
+        self._ifft_slices = tuple(_split_runs(k) for k in (self._ky, self._kx))
+        self._ifft_bufs = (
+            np.zeros((self._ky.size, self._pad_shape[1]), np.complex64),
+            np.zeros((self._pad_shape[0], self.shape[1]), np.complex64),
+        )
+        self.vibration_um = r.vibration_rms_um
+        self.vibration_px = r.vibration_rms_um / self.um_per_px
+        self._rng = rng
+        self._cache: OrderedDict[bytes, _Terms] = OrderedDict()
         self._cache_size = cache_size
         # picture *object* -> terms, for read-only pictures (the simulated DMD serves each
         # displayed picture as one shared read-only array): no crop, copy or hash per frame
-        self._by_object: OrderedDict[int, tuple[weakref.ref, tuple[np.ndarray, np.ndarray, np.ndarray]]]
-        self._by_object = OrderedDict()
-        self._terms_off: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._by_object: OrderedDict[int, tuple[weakref.ref, _Terms]] = OrderedDict()
+        self._terms_off: _Terms | None = None
         idx = None
         if cfg.medium.speckle_model == "pupil":
             idx = med.circular_pupil_indices(self.shape, self.f_cut)
@@ -136,17 +209,57 @@ class ReflectionModel:
         return r0, r1, c0, c1
 
     # ------------------------------------------------------------------ per-picture images
-    def _coherent_field(self, amp: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """(A * h) on the camera grid (unit-reflectance amplitude 1), exact band-limited field."""
+    def _coherent_field(
+        self, amp: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(A * h) on the camera grid (unit-reflectance amplitude 1), exact band-limited field.
+
+        Also returns its padded-grid spectrum on the rows/columns holding pupil samples (None when
+        dark), from which :meth:`_moved_field` computes the field of the moved target.
+        """
         xs, ys = self.dmd_to_camera(cols, rows)
         ey = self._mirror_spectra(ys + _PAD, self._fy, self._pad_shape[0])
         ex = self._mirror_spectra(xs + _PAD, self._fx, self._pad_shape[1])
         if not amp.any():
-            return np.zeros(self.shape, np.complex64)
+            return np.zeros(self.shape, np.complex64), None
         spec = (ey @ amp) @ ex.T
         spec *= self._pupil
         field = sfft.ifft2(spec, workers=1)
-        return field[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]].astype(np.complex64)
+        crop = field[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]].astype(np.complex64)
+        return crop, spec[np.ix_(self._ky, self._kx)]
+
+    def _moved_field(self, spec: np.ndarray, dx: float, dy: float) -> np.ndarray:
+        """E(x - dx, y - dy) on the FOV (complex64, C-contiguous) from a compact spectrum, dx, dy in px.
+
+        Exact for the periodic band-limited field of the padded grid: a phase ramp exp(-2 pi i f.delta)
+        on its spectrum, then the inverse DFT pruned to the pupil rows (input) and the FOV columns
+        (output): 1-D FFTs along x of the ~97 rows holding pupil samples, then along y of the FOV's
+        columns. FFTs (one thread) rather than matrix products: a multi-threaded BLAS on these small
+        products stalls for tens of ms on a loaded machine. The target stays >= _PAD - |delta| px
+        from the period's seam.
+        """
+        px = np.exp(-2j * np.pi * self._fkx * dx).astype(np.complex64)
+        py = np.exp(-2j * np.pi * self._fky * dy).astype(np.complex64)
+        buf_x, buf_y = self._ifft_bufs  # zero outside the pupil columns/rows, which are overwritten here
+        # the pupil indices are [0, n) and [N - n + 1, N): two slices (views, no fancy-index copies)
+        for src, dst in self._ifft_slices[1]:
+            np.multiply(spec[:, src], px[None, src], out=buf_x[:, dst])
+        part = sfft.ifft(buf_x, axis=1, workers=1)[:, _PAD : _PAD + self.shape[1]]
+        for src, dst in self._ifft_slices[0]:
+            np.multiply(part[src], py[src, None], out=buf_y[dst])
+        return sfft.ifft(buf_y, axis=0, workers=1)[_PAD : _PAD + self.shape[0]]
+
+    def _moved_envelope(
+        self, env: tuple[_EdgeProfile, _EdgeProfile, np.ndarray], dx: float, dy: float
+    ) -> np.ndarray:
+        """k_target (|A|^2 * G_env)(x - dx, y - dy), float32: the erf product with shifted mirror edges.
+
+        Exact (the erf factors in float64; the final rank-n product in float32, the precision A_flow is
+        kept in).
+        """
+        py, px, inten = env
+        gy = (py.profile(dy, self.sigma_env_px) @ inten).astype(np.float32)
+        return gy @ px.profile(dx, self.sigma_env_px).T.astype(np.float32)
 
     def _mirror_spectra(self, centres: np.ndarray, freqs: np.ndarray, period: int) -> np.ndarray:
         """(len(freqs), len(centres)) 1-D Fourier transforms of the mirror boxes, clipped to [0, period).
@@ -187,6 +300,12 @@ class ReflectionModel:
 
         Grey levels are taken as intensity reflectance gray/255 (field sqrt of it): exact
         for the binary 0/255 pictures of seed 000, an approximation of DMD PWM otherwise.
+        These are the terms of the target at rest (no vibration).
+        """
+        return self._terms(picture).as_tuple()
+
+    def _terms(self, picture: np.ndarray | None) -> _Terms:
+        """The cached :class:`_Terms` of a picture.
 
         Two cache levels: by picture *object* for read-only arrays that own their data (treated
         as immutable; the simulated DMD's displayed pictures are such arrays, one object per
@@ -209,7 +328,7 @@ class ReflectionModel:
             self._by_object.popitem(last=False)
         return terms
 
-    def _terms_by_content(self, picture: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _terms_by_content(self, picture: np.ndarray | None) -> _Terms:
         r0, r1, c0, c1 = self._crop_bounds()
         if picture is None:
             crop = np.zeros((r1 - r0, c1 - c0), np.uint8)
@@ -223,14 +342,23 @@ class ReflectionModel:
         rows = np.arange(r0, r1, dtype=float)
         cols = np.arange(c0, c1, dtype=float)
         inten = crop.astype(float) / 255.0
+        spec = env = None
         if inten.any() and self.k_coh > 0:
-            ec = self._coherent_field(np.sqrt(inten), rows, cols) * np.float32(math.sqrt(self.k_coh))
+            ec, spec = self._coherent_field(np.sqrt(inten), rows, cols)
+            ec *= np.float32(math.sqrt(self.k_coh))
+            if spec is not None:
+                spec = (spec * math.sqrt(self.k_coh)).astype(np.complex64)
         else:
             ec = np.zeros(self.shape, np.complex64)
         i_t = self.k_target * self._envelope(inten, rows, cols) if self.k_target > 0 else np.zeros(self.shape)
+        if self.k_target > 0 and self.sigma_env_px > 0 and inten.any():
+            r_on, c_on = np.flatnonzero(inten.any(axis=1)), np.flatnonzero(inten.any(axis=0))
+            prof_y = _EdgeProfile(rows[r_on], lambda v: self.dmd_to_camera(0.0, v)[1], self.shape[0])
+            prof_x = _EdgeProfile(cols[c_on], lambda v: self.dmd_to_camera(v, 0.0)[0], self.shape[1])
+            env = (prof_y, prof_x, self.k_target * inten[np.ix_(r_on, c_on)])
         a_flow = np.sqrt(i_t + self.i_flow_bg).astype(np.float32)
         mean = (np.abs(ec) ** 2 + i_t + self.i_flow_bg + self.i_wall).astype(float)
-        out = (ec, a_flow, mean)
+        out = _Terms(ec, a_flow, mean, spec, env)
         self._cache[key] = out
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -253,27 +381,67 @@ class ReflectionModel:
             self._t_wall = t_s
             self._wall_term = None
 
-    def expected_photons(
-        self, t_s: float, exposure_s: float, picture: np.ndarray | None, flow: float
-    ) -> np.ndarray:
-        """Mean photons per pixel during an exposure starting at t_s (speckle frozen during it)."""
-        ec, a_flow, mean = self.picture_terms(picture)
-        if self.b <= 0.0:
-            return mean * exposure_s
-        self._advance_medium(t_s, flow)
-        if self._wall_term is None:
-            self._wall_term = self.wall_speckle.field * np.float32(math.sqrt(self.i_wall))
-            self._static = None
-        # E_c + wall field changes only with the picture or the wall step (0.5 s): cached
-        if self._static is None or self._static[0] is not ec:
-            self._static = (ec, ec + self._wall_term)
-        e = a_flow * self.flow_speckle.field
-        e += self._static[1]
+    def _draw_vibration(self) -> tuple[float, float] | None:
+        """This frame's target displacement (dx, dy) in camera px, or None without vibration (no draw)."""
+        if self.vibration_px <= 0.0:
+            return None
+        dx, dy = self._rng.standard_normal(2) * self.vibration_px
+        return float(dx), float(dy)
+
+    def moved_terms(self, picture: np.ndarray | None, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+        """(E_c, A_flow) of the picture's target moved by (dx, dy) camera px (the background stays put)."""
+        return self._moved(self._terms(picture), dx, dy)
+
+    def _moved(self, terms: _Terms, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+        ec = terms.ec if terms.spec is None else self._moved_field(terms.spec, dx, dy)
+        if terms.env is None:
+            return ec, terms.a_flow
+        a_flow = self._moved_envelope(terms.env, dx, dy)
+        a_flow += np.float32(self.i_flow_bg)
+        return ec, np.sqrt(a_flow, out=a_flow)
+
+    @staticmethod
+    def _intensity(e: np.ndarray, exposure_s: float) -> np.ndarray:
+        """|e|^2 x exposure as float64, squaring the C-contiguous complex64 ``e`` in place."""
         parts = e.view(np.float32)  # (H, 2W): re, im interleaved
         parts *= parts
         inten = np.add(parts[:, 0::2], parts[:, 1::2], dtype=np.float64)
         inten *= exposure_s
         return inten
+
+    def expected_photons(
+        self, t_s: float, exposure_s: float, picture: np.ndarray | None, flow: float
+    ) -> np.ndarray:
+        """Mean photons per pixel during an exposure starting at t_s (speckle frozen during it).
+
+        With vibration, one displacement is drawn per call (= per frame) before the medium advances.
+        """
+        terms = self._terms(picture)
+        shift = self._draw_vibration()
+        if shift is not None and not terms.movable:
+            shift = None
+        if shift is None:
+            ec, a_flow = terms.ec, terms.a_flow
+        else:
+            ec, a_flow = self._moved(terms, *shift)
+        if self.b <= 0.0:
+            if shift is None:
+                return terms.mean * exposure_s
+            return self._intensity(ec, exposure_s)  # no medium: |E_c|^2 of the moved target
+        self._advance_medium(t_s, flow)
+        if self._wall_term is None:
+            self._wall_term = self.wall_speckle.field * np.float32(math.sqrt(self.i_wall))
+            self._static = None
+        e = a_flow * self.flow_speckle.field
+        if shift is None:
+            # E_c + wall field changes only with the picture or the wall step (0.5 s): cached
+            if self._static is None or self._static[0] is not ec:
+                self._static = (ec, ec + self._wall_term)
+            e += self._static[1]
+        else:
+            e += ec
+            e += self._wall_term
+        return self._intensity(e, exposure_s)
 
     # ------------------------------------------------------------------ analytic Fisher
     def target_images(
