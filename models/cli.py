@@ -127,11 +127,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         results = [
             evaluate_checkpoint(
-                p, args.run, crb=crb, device=args.device, correct_bias=not args.no_bias_correction
+                p,
+                args.run,
+                crb=crb,
+                device=args.device,
+                correct_bias=not args.no_bias_correction,
+                lattice_side=args.lattice_side,
+                lattice_frames=args.lattice_frames or None,
             )
             for p in paths
         ]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # also: a lattice that does not fit the training range
         print(f"specklab evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     result = results[0] if len(results) == 1 else aggregate_evaluations(results)
@@ -251,6 +257,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--crb", help="JSON with crb_um: [cx, cy]; adds sigma_over_crb")
     p.add_argument("--no-bias-correction", action="store_true")
+    p.add_argument(
+        "--lattice-side",
+        type=int,
+        default=9,
+        help="bias correction: calibration lattice points per axis (D range plus one step each side)",
+    )
+    p.add_argument(
+        "--lattice-frames",
+        type=int,
+        default=500,
+        help="bias correction: held-out frames per lattice point, at most (0: all)",
+    )
     p.add_argument("--b", type=float, default=None, help="optical thickness label stored in the JSON")
     p.add_argument("--device", default=None)
     p.add_argument("--out", help="also write the JSON to this file")

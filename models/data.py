@@ -32,6 +32,9 @@ Choices (also in ``docs/models.md``):
   0.5 GB), which is what the trainer does by default.
 * **Seeds**: the S/held-out split and the shifts come from ``numpy.random.default_rng(seed)``; the seed
   and a digest of the shifts are stored with every checkpoint.
+* **Calibration lattice** (:func:`build_calibration_lattice`, for the bias correction): the held-out S
+  frames at every point of a regular lattice of integer shifts around the D positions, same pipeline
+  and labels as training.
 """
 
 from __future__ import annotations
@@ -60,18 +63,24 @@ from analysis.preprocessing import (
 SHIFT_MAX_PX = 40
 BIN_FACTOR = 4
 INPUT_SIDE = 32
+LATTICE_SIDE = 9
+LATTICE_MAX_FRAMES = 500
+_LATTICE_STREAM = 0x1A77  # second seed word: the lattice's frame draw never reuses the split's stream
 
 __all__ = [
     "ArraySource",
     "BlockShuffleSampler",
     "BsbdData",
+    "CalibrationLattice",
     "ClassGrid",
     "DataConfig",
     "FramePipeline",
     "LocalisationDataset",
+    "build_calibration_lattice",
     "build_datasets",
     "draw_shifts",
     "fit_run_background",
+    "lattice_axis_px",
     "open_source",
     "resolve_camera_um_per_px",
     "shift_frames",
@@ -638,3 +647,123 @@ def build_datasets(
         "holdout_sha1": hashlib.sha1(hold_sel.tobytes()).hexdigest(),
     }
     return BsbdData(s_dataset(train_sel), s_dataset(hold_sel), test, grid, positions, meta)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Calibration lattice for the bias correction
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationLattice:
+    """Held-out S frames shifted to every point of a regular lattice of integer camera-pixel shifts.
+
+    ``dataset`` items are frame-major (all lattice points of one frame, then the next frame: one block
+    read per frame) with ``pos_id`` = lattice point ``iy * nx + ix`` and labels
+    ``positions_um[pos_id]`` = ``S position + shift × camera_um_per_px`` (the training labels' rule).
+    """
+
+    dataset: LocalisationDataset
+    shifts_x_px: np.ndarray  # (nx,) integer shifts of the lattice columns
+    shifts_y_px: np.ndarray  # (ny,)
+    positions_um: np.ndarray  # (nx * ny, 2), index = pos_id
+    frame_indices: np.ndarray  # the held-out frames used (sorted run indices), the same at every point
+    n_holdout: int
+
+    @property
+    def n_points(self) -> int:
+        return int(self.positions_um.shape[0])
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the evaluation JSON records about the lattice (enough to rebuild and audit it)."""
+        lo, hi = self.positions_um.min(axis=0), self.positions_um.max(axis=0)
+        return {
+            "shape": [int(self.shifts_x_px.size), int(self.shifts_y_px.size)],
+            "n_points": self.n_points,
+            "frames_per_point": int(self.frame_indices.size),
+            "n_holdout": self.n_holdout,
+            "shifts_x_px": self.shifts_x_px.tolist(),
+            "shifts_y_px": self.shifts_y_px.tolist(),
+            "range_um": [[float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])]],
+            "frames_sha1": hashlib.sha1(self.frame_indices.tobytes()).hexdigest(),
+        }
+
+
+def lattice_axis_px(d_shift_px: np.ndarray, n_side: int, shift_max_px: int) -> np.ndarray:
+    """Integer lattice shifts of one axis covering the D positions ``d_shift_px`` plus one step each side.
+
+    ``n_side`` equally spaced integer shifts, step ``ceil(span / (n_side - 3))`` px (≥ 1), centred on the
+    D range: the D positions fill the inner ``n_side - 2`` points' range and one step of margin lies
+    beyond each extreme D position (less ≤ 0.5 px of rounding), so the spline never has to extrapolate
+    to a D position.  Points outside the training range ±``shift_max_px`` are dropped (the network was
+    never taught them); at least 4 points must remain (a cubic spline needs them).
+    """
+    if n_side < 4:
+        raise ValueError(f"the calibration lattice needs >= 4 points per axis, got {n_side}")
+    d = np.asarray(d_shift_px, dtype=float)
+    lo, hi = float(d.min()), float(d.max())
+    step = max(1, int(np.ceil((hi - lo) / (n_side - 3) - 1e-9)))
+    first = int(np.rint((lo + hi) / 2 - step * (n_side - 1) / 2))
+    pts = first + step * np.arange(n_side, dtype=np.int64)
+    pts = pts[np.abs(pts) <= shift_max_px]
+    if pts.size < 4:
+        raise ValueError(
+            f"the D positions (shifts {lo:.1f}..{hi:.1f} px) leave fewer than 4 lattice points inside the "
+            f"training range ±{shift_max_px} px"
+        )
+    return pts
+
+
+def build_calibration_lattice(
+    data: BsbdData, *, n_side: int = LATTICE_SIDE, max_frames: int | None = LATTICE_MAX_FRAMES
+) -> CalibrationLattice:
+    """The calibration lattice of a run's datasets: held-out S frames × a regular lattice of shifts.
+
+    Why: the bias field ``b(θ) = E[pred | θ] - θ`` must be estimated from many (θ, pred) pairs per θ.
+    The held-out frames (never trained on) at one random shift each give ~one noisy point per frame;
+    here *every* chosen held-out frame is predicted at *every* lattice point, so each lattice point's
+    mean prediction averages ``frames_per_point`` frames.  Everything follows from the run (its D
+    positions) and the checkpoint's :class:`DataConfig` (seed, split, shift range, µm per px) plus
+    ``n_side`` and ``max_frames``: the lattice is reproducible from a checkpoint.
+
+    * Lattice: ``n_side`` × ``n_side`` integer shifts (:func:`lattice_axis_px`) around the D positions
+      converted to shifts with the same :class:`ClassGrid` as the training labels.
+    * Frames: all held-out frames, or ``max_frames`` of them drawn without replacement from
+      ``default_rng([data seed, 0x1A77])`` (a stream separate from the split's), so a paper-scale
+      hold-out (12,500 frames) costs 81 × 500 predictions, not 81 × 12,500.  The same frames sit at
+      every lattice point: differences between points are then due to the position alone.
+    * Pipeline: the run's :class:`FramePipeline` (background subtraction, roll shift, binning,
+      normalisation), exactly as for the training frames.
+    """
+    hold = data.holdout
+    frames = np.sort(np.asarray(hold.frame_indices, dtype=np.int64))
+    n_holdout = int(frames.size)
+    if n_holdout == 0:
+        raise ValueError("no held-out S frames to build the calibration lattice from")
+    if max_frames is not None and n_holdout > max_frames:
+        if max_frames < 2:
+            raise ValueError(f"max_frames must be >= 2 (standard errors per lattice point), got {max_frames}")
+        rng = np.random.default_rng([int(data.meta["seed"]), _LATTICE_STREAM])
+        frames = np.sort(rng.choice(frames, size=max_frames, replace=False))
+    grid = data.grid
+    d_shift = grid.um_to_shift(data.positions_um)
+    xs = lattice_axis_px(d_shift[:, 0], n_side, grid.shift_max_px)
+    ys = lattice_axis_px(d_shift[:, 1], n_side, grid.shift_max_px)
+    gx, gy = np.meshgrid(xs, ys)  # (ny, nx): point id = iy * nx + ix
+    lattice_px = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.int64)
+    n_points = lattice_px.shape[0]
+    shifts = np.tile(lattice_px, (frames.size, 1))
+    pos_id = np.tile(np.arange(n_points, dtype=np.int64), frames.size)
+    dataset = LocalisationDataset(
+        hold._source if hold._source is not None else hold._path,
+        np.repeat(frames, n_points),
+        hold.pipeline,
+        grid.shift_to_class(shifts),
+        grid.shift_to_um(shifts),
+        pos_id=pos_id,
+        shifts=shifts,
+        block=hold.block,
+        path=hold._path,
+    )
+    return CalibrationLattice(dataset, xs, ys, grid.shift_to_um(lattice_px), frames, n_holdout)

@@ -45,11 +45,14 @@ from models.architectures import (
     localisation_loss,
 )
 from models.data import (
+    LATTICE_MAX_FRAMES,
+    LATTICE_SIDE,
     BlockShuffleSampler,
     BsbdData,
     ClassGrid,
     DataConfig,
     LocalisationDataset,
+    build_calibration_lattice,
     build_datasets,
     open_source,
 )
@@ -58,7 +61,7 @@ from models.evaluate import Predictions, evaluate_predictions, position_stats, p
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "specklab-localiser"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: networks gained ``input_norm`` (models.architectures.Localiser)
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
 
 __all__ = [
@@ -177,6 +180,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a specklab localiser checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path} is a version {ckpt.get('version')} localiser checkpoint; this specklab reads version"
+            f" {CHECKPOINT_VERSION} (the networks changed): train it again"
+        )
     return ckpt
 
 
@@ -479,13 +487,23 @@ def grid_search_run(
 
 
 def evaluate_fitted(
-    ckpt: Mapping[str, Any], data: BsbdData, crb: Sequence[float] | None = None
+    ckpt: Mapping[str, Any],
+    data: BsbdData,
+    crb: Sequence[float] | None = None,
+    *,
+    lattice_side: int = LATTICE_SIDE,
+    lattice_frames: int | None = LATTICE_MAX_FRAMES,
 ) -> dict[str, Any]:
-    """Evaluate an in-memory checkpoint on ``data`` (bias-corrected with the held-out split)."""
+    """Evaluate an in-memory checkpoint on ``data``, bias-corrected with the calibration lattice.
+
+    The lattice (:func:`models.data.build_calibration_lattice`) shifts the held-out S frames to a
+    regular lattice around the D positions; see :func:`models.evaluate.evaluate_predictions`.
+    """
     device = select_device(ckpt["config"].get("device"))
     cfg = ckpt["config"]
     model = build_model(cfg["arch"], data.grid.n_classes, **cfg["model_kwargs"]).to(device)
     model.load_state_dict(ckpt["model_state"])
     test = predict(model, data.test, data.grid, device=device)
-    hold = predict(model, data.holdout, data.grid, device=device)
-    return evaluate_predictions(test, hold, crb=crb)
+    lat = build_calibration_lattice(data, n_side=lattice_side, max_frames=lattice_frames)
+    lat_pred = predict(model, lat.dataset, data.grid, device=device)
+    return evaluate_predictions(test, lat_pred, crb=crb, lattice_meta=lat.meta)

@@ -69,6 +69,18 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     assert len(res["per_position"]) == 25 and res["bias_corrected"] and res["epoch"] == 8
     assert res["sigma_over_crb"] == pytest.approx([s / 0.05 for s in res["sigma_um"]])
     assert max(res["uncorrected"]["bias_um"]) < 1.2  # the D grid spans ±4 µm: predictions track it
+    # bias correction from the calibration lattice: 80 held-out frames at each of 9 x 9 shifts (±12 px)
+    lat = res["lattice"]
+    assert lat["shape"] == [9, 9] and lat["n_points"] == 81 and lat["frames_per_point"] == 80
+    assert lat["shifts_x_px"] == list(range(-12, 13, 3)) and lat["n_holdout"] == 80
+    assert lat["range_um"] == [[-6.0, 6.0], [-6.0, 6.0]]  # covers the D grid's ±4 µm plus a step
+    assert len(lat["bias_rms_um"]) == 2 and all(v >= 0 for v in lat["bias_rms_um"])
+    assert lat["inversion"]["n_unsolved"] == 0
+    assert lat["residual_rms_um"] == pytest.approx(lat["se_rms_um"], rel=0.2)  # s = Σ SE² is met
+    # sanity only (the known-answer test is in test_models_evaluate): this tiny model's σ (0.03 µm) is far
+    # below the 0.5 µm pixel, its bias has pixel-scale structure that no smooth field resolves
+    assert all(c < 1.3 * u for c, u in zip(res["sigma_um"], res["uncorrected"]["sigma_um"], strict=True))
+    assert max(res["bias_um"]) < 0.5
 
     figs = {
         "training": ["training", str(model), "--crb", str(crb)],
@@ -80,6 +92,17 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
         assert _run(["report", *argv, "--out", str(png)]) == 0
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
     capsys.readouterr()
+
+    assert (
+        _run(["evaluate", str(model), str(run), "--json", "--lattice-side", "5", "--lattice-frames", "20"])
+        == 0
+    )
+    lat = json.loads(capsys.readouterr().out)["lattice"]
+    assert lat["shape"] == [5, 5] and lat["frames_per_point"] == 20 and lat["n_holdout"] == 80
+    assert _run(["evaluate", str(model), str(run), "--json", "--no-bias-correction"]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert not raw["bias_corrected"] and "lattice" not in raw
+    assert raw["sigma_um"] == pytest.approx(res["uncorrected"]["sigma_um"])
 
     assert _run(["evaluate", str(tmp_path / "missing.pt"), str(run), "--json"]) == 2
 

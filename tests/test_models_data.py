@@ -14,6 +14,7 @@ from models.data import (
     ClassGrid,
     DataConfig,
     FramePipeline,
+    build_calibration_lattice,
     build_datasets,
     fit_run_background,
     resolve_camera_um_per_px,
@@ -95,6 +96,50 @@ def test_splits_are_disjoint_and_test_labels_come_from_the_table() -> None:
     assert again.meta["shifts_sha1"] == data.meta["shifts_sha1"]
     other = build_datasets(src, DataConfig(holdout_fraction=0.2, bin_factor=1, seed=4))
     assert other.meta["shifts_sha1"] != data.meta["shifts_sha1"]
+
+
+def test_calibration_lattice_covers_the_d_positions_with_training_labels_and_held_out_frames() -> None:
+    src = blob_run(200, size=64, sigma_px=2.5, step_px=4, camera_um_per_px=0.5, noise=5.0)
+    src.table["target_x_um"] += 1.5  # the S target at (1.5, -0.5) µm: labels are S position + shift × µm/px
+    src.table["target_y_um"] -= 0.5
+    cfg = DataConfig(shift_max_px=16, n_classes=33, bin_factor=2, holdout_fraction=0.2, seed=2)
+    data = build_datasets(src, cfg)
+    lat = build_calibration_lattice(data, n_side=9, max_frames=30)
+    # D shifts span ±8 px: step ceil(16 / 6) = 3 px, 9 points centred, one step of margin and more
+    assert lat.shifts_x_px.tolist() == lat.shifts_y_px.tolist() == list(range(-12, 13, 3))
+    assert lat.n_points == 81 and lat.meta["frames_per_point"] == 30 and lat.meta["n_holdout"] == 40
+    d_lo, d_hi = data.positions_um.min(axis=0), data.positions_um.max(axis=0)
+    lo, hi = lat.positions_um.min(axis=0), lat.positions_um.max(axis=0)
+    assert np.all(lo <= d_lo - 3 * 0.5) and np.all(hi >= d_hi + 3 * 0.5)
+    np.testing.assert_allclose(lat.meta["range_um"], np.column_stack([lo, hi]))
+    # frames: held-out only (never a training frame), each at every lattice point
+    assert set(lat.frame_indices) <= set(data.holdout.frame_indices)
+    assert not set(lat.dataset.frame_indices) & set(data.train.frame_indices)
+    x, cls, true_um, pid = lat.dataset.load(np.arange(len(lat.dataset)))
+    assert len(lat.dataset) == 30 * 81 and np.bincount(pid).tolist() == [30] * 81
+    # labels: shift × camera µm/px + S position, exactly as the training labels; classes too
+    shifts = lat.dataset.shifts
+    np.testing.assert_allclose(true_um, shifts * 0.5 + np.array([1.5, -0.5]), atol=1e-6)
+    np.testing.assert_allclose(lat.positions_um[pid], true_um, atol=1e-6)
+    np.testing.assert_array_equal(cls, data.grid.shift_to_class(shifts))
+    # the image content moved where the label says (centre 32 px + shift, binned by 2)
+    for i in range(0, len(x), 97):
+        cx, cy = _centroid(x[i])
+        assert cx == pytest.approx((32 + shifts[i, 0]) / 2 - 0.25, abs=0.3)
+        assert cy == pytest.approx((32 + shifts[i, 1]) / 2 - 0.25, abs=0.3)
+    # reproducible from the data seed; all held-out frames when the cap is not reached
+    again = build_calibration_lattice(build_datasets(src, cfg), n_side=9, max_frames=30)
+    assert again.meta["frames_sha1"] == lat.meta["frames_sha1"]
+    cfg3 = DataConfig(**{**cfg.to_dict(), "seed": 3, "axis_signs": (1, 1)})
+    other = build_calibration_lattice(build_datasets(src, cfg3), max_frames=30)
+    assert other.meta["frames_sha1"] != lat.meta["frames_sha1"]
+    full = build_calibration_lattice(data, n_side=5, max_frames=None)
+    np.testing.assert_array_equal(full.frame_indices, np.sort(data.holdout.frame_indices))
+    assert full.shifts_x_px.tolist() == [-16, -8, 0, 8, 16]
+    with pytest.raises(ValueError, match="fewer than 4 lattice points"):
+        build_calibration_lattice(data, n_side=4)  # step 16 px: -24, -8, 8, 24; ±24 lie beyond ±16
+    with pytest.raises(ValueError, match=">= 4"):
+        build_calibration_lattice(data, n_side=3)
 
 
 def test_streamed_items_equal_the_materialised_set_and_reads_are_blockwise() -> None:

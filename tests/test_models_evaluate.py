@@ -1,4 +1,4 @@
-"""Evaluation: per-position σ and bias, spline bias correction, aggregation over repeats."""
+"""Evaluation: per-position σ and bias, lattice bias correction, aggregation over repeats."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.evaluate import (
+    LatticeBiasCorrector,
     Predictions,
-    SplineBiasCorrector,
     aggregate_evaluations,
     evaluate_predictions,
     position_stats,
@@ -41,47 +41,111 @@ def test_position_stats_and_summary() -> None:
     assert pp[0]["true_um"] == pytest.approx(list(pos[0]))
 
 
-def test_spline_correction_removes_a_known_bias() -> None:
+def _mean_response(theta: np.ndarray) -> np.ndarray:
+    """A known smooth nonlinear mean prediction m(θ): slope 0.9 ± curvature, a cross term on each axis."""
+    x, y = theta[:, 0], theta[:, 1]
+    return np.column_stack([0.9 * x + 0.02 * x**2 + 0.004 * x * y, 0.95 * y - 0.015 * y**2 + 0.01 * x])
+
+
+def _jacobian(theta: np.ndarray) -> np.ndarray:
+    x, y = theta[:, 0], theta[:, 1]
+    j = np.empty((theta.shape[0], 2, 2))
+    j[:, 0, 0], j[:, 0, 1] = 0.9 + 0.04 * x + 0.004 * y, 0.004 * x
+    j[:, 1, 0], j[:, 1, 1] = 0.01, 0.95 - 0.03 * y
+    return j
+
+
+def _lattice(side: int = 9, step: float = 2.7, frames: int = 300, noise: float = 0.3, seed: int = 0):
+    """Per-frame (true, pred) pairs on a side x side lattice, ``frames`` noisy predictions per point."""
+    rng = np.random.default_rng(seed)
+    g = (np.arange(side) - (side - 1) / 2) * step
+    pts = np.array([(x, y) for y in g for x in g])
+    true = np.repeat(pts, frames, axis=0)
+    return true, _mean_response(true) + rng.normal(0, noise, true.shape)
+
+
+def test_lattice_correction_removes_a_known_nonlinear_bias_and_inflates_sigma_by_the_inverse_slope() -> None:
+    """m(θ) = 0.9θ + 0.02θ² + …; corrected estimates unbiased within their statistical error.
+
+    Noise 0.3 µm keeps the second-order inversion bias m''σ²/(2m'³) (≤ 0.01 µm here) below the
+    statistical error of the per-position means (0.3/0.6/√2000 ≈ 0.01 µm at worst).
+    """
+    noise = 0.3
+    corr = LatticeBiasCorrector().fit(*_lattice(noise=noise))
     rng = np.random.default_rng(1)
-    hold_true = rng.uniform(-16, 16, size=(4000, 2))
-    hold_pred = hold_true + _bias(hold_true) + rng.normal(0, 1.0, hold_true.shape)
-    corr = SplineBiasCorrector().fit(hold_true, hold_pred)
-    pos = _grid_positions()
-    pid = np.repeat(np.arange(25), 300)
+    pos = _grid_positions() * 0.8  # D positions ±8 µm, inside the lattice's ±10.8 µm
+    n = 2000
+    pid = np.repeat(np.arange(25), n)
     true = pos[pid]
-    pred = true + _bias(true) + rng.normal(0, 1.0, true.shape)
-    before = summarise(position_stats(pred, true, pid))["bias_um"]
-    after = summarise(position_stats(corr.apply(pred), true, pid))["bias_um"]
-    assert min(before) > 0.3
-    assert max(after) < 0.12, (before, after)  # ~0.05 is the noise floor of 300 samples per position
-    np.testing.assert_allclose(corr.bias_at(pos), _bias(pos), atol=0.25)
+    pred = _mean_response(true) + rng.normal(0, noise, true.shape)
+    fixed = corr.apply(pred)
+    assert corr.inversion["n_unsolved"] == 0 and corr.inversion["iterations"] <= 8
+    raw_pp, pp = position_stats(pred, true, pid), position_stats(fixed, true, pid)
+    raw_bias = np.array([p["bias_um"] for p in raw_pp])
+    bias = np.array([p["bias_um"] for p in pp])
+    sigma = np.array([p["sigma_um"] for p in pp])
+    se = sigma / np.sqrt(n)
+    assert np.abs(raw_bias).max() > 1.5  # the uncorrected pull is large
+    # the field fit's own error (≈ one lattice SE, 0.3/√300 = 0.017 µm) also passes through J⁻¹
+    tol = 4 * se + 2 * noise / np.sqrt(300) * sigma / noise
+    assert np.all(np.abs(bias) < tol), (np.abs(bias) / tol).max()
+    assert np.abs(bias).mean() < 0.015
+    # σ of the corrected estimates = σ of J⁻¹ ε: inflated by the inverse slope of m, no more
+    jinv = np.linalg.inv(_jacobian(pos))
+    expected = noise * np.sqrt((jinv**2).sum(axis=2))
+    np.testing.assert_allclose(sigma, expected, rtol=0.06)
+    assert (sigma / noise).max() > 1.5  # the test covers slopes well away from 1 (m'_x = 0.55 at (-8, -8))
+    # the fitted field follows the known one; the JSON summary reports it
+    np.testing.assert_allclose(corr.bias_at(pos), _mean_response(pos) - pos, atol=0.03)
+    summ = corr.summary()
+    assert summ["shape"] == [9, 9] and summ["n_points"] == 81 and summ["frames_per_point"] == 300
+    np.testing.assert_allclose(summ["range_um"], [[-10.8, 10.8], [-10.8, 10.8]])
+    assert summ["residual_rms_um"][0] < 2 * summ["se_rms_um"][0]
+    assert summ["se_rms_um"][0] == pytest.approx(noise / np.sqrt(300), rel=0.1)
 
 
-def test_spline_falls_back_to_fewer_knots_with_few_points() -> None:
-    rng = np.random.default_rng(2)
-    t = rng.uniform(-5, 5, size=(30, 2))
-    corr = SplineBiasCorrector(n_knots=3).fit(t, t + 1.0)
-    assert corr.degree_used == 1 and corr.knots_used == 0
-    np.testing.assert_allclose(corr.apply(np.zeros((1, 2))), [[-1.0, -1.0]], atol=1e-6)
-    with pytest.raises(ValueError):
-        SplineBiasCorrector().fit(np.zeros((50, 2)), np.zeros((50, 2)))
+def test_newton_inversion_converges_where_a_fixed_point_iteration_would_diverge() -> None:
+    pts = np.array([(x, y) for y in np.arange(-3, 4.0) for x in np.arange(-3, 4.0)])
+    true = np.repeat(pts, 3, axis=0)
+    corr = LatticeBiasCorrector().fit(true, 2.5 * true)  # b(θ) = 1.5θ: |∇b| > 1, noise-free (s = 0)
+    assert corr.s == [0.0, 0.0]
+    theta = np.array([[1.3, -2.2], [0.0, 0.0], [2.9, 2.9]])
+    np.testing.assert_allclose(corr.apply(2.5 * theta), theta, atol=1e-6)
+    # beyond the image of the lattice box: clipped to the box edge (no extrapolation), and counted
+    out = corr.apply(np.array([[20.0, 0.0]]))
+    np.testing.assert_allclose(out, [[3.0, 0.0]], atol=1e-6)
+    assert corr.inversion["n_unsolved"] == 1
 
 
-def test_evaluate_predictions_reports_corrected_values_and_crb_ratio() -> None:
+def test_lattice_fit_rejects_what_is_not_a_lattice() -> None:
+    true, pred = _lattice(side=5, frames=4)
+    with pytest.raises(ValueError, match="lattice"):
+        LatticeBiasCorrector().fit(true[4:], pred[4:])  # one lattice point missing
+    with pytest.raises(ValueError, match=">= 2 predictions"):
+        LatticeBiasCorrector().fit(true[::4], pred[::4])
+    with pytest.raises(ValueError, match="lattice points per axis"):
+        LatticeBiasCorrector().fit(*_lattice(side=3, frames=4))
+    with pytest.raises(RuntimeError):
+        LatticeBiasCorrector().apply(np.zeros((1, 2)))
+
+
+def test_evaluate_predictions_reports_corrected_values_lattice_and_crb_ratio() -> None:
     rng = np.random.default_rng(3)
     pos = _grid_positions()
     pid = np.repeat(np.arange(25), 400)
     true = pos[pid]
-    test = Predictions(true + _bias(true) + rng.normal(0, 2.0, true.shape), true, pid, 1.0)
-    ht = rng.uniform(-16, 16, size=(10000, 2))
-    hold = Predictions(ht + _bias(ht) + rng.normal(0, 2.0, ht.shape), ht, np.full(10000, -1), 1.0)
-    res = evaluate_predictions(test, hold, crb=[2.0, 4.0])
+    test = Predictions(_mean_response(true) + rng.normal(0, 2.0, true.shape), true, pid, 1.0)
+    lt, lp = _lattice(step=3.0, frames=200, noise=2.0, seed=4)
+    lattice = Predictions(lp, lt, np.zeros(len(lt), np.int64), 1.0)
+    res = evaluate_predictions(test, lattice, crb=[2.0, 4.0], lattice_meta={"frames_sha1": "x"})
     assert res["bias_corrected"] and len(res["per_position"]) == 25
-    assert sum(res["bias_um"]) < 0.5 * sum(res["uncorrected"]["bias_um"])
+    assert sum(res["bias_um"]) < 0.3 * sum(res["uncorrected"]["bias_um"])
     assert res["sigma_over_crb"] == pytest.approx([res["sigma_um"][0] / 2.0, res["sigma_um"][1] / 4.0])
-    assert res["sigma_over_crb"][0] == pytest.approx(1.0, abs=0.15)
+    lat = res["lattice"]
+    assert lat["n_points"] == 81 and lat["frames_per_point"] == 200 and lat["frames_sha1"] == "x"
+    assert len(lat["bias_rms_um"]) == 2 and lat["bias_rms_um"][0] > 0.5 and "inversion" in lat
     raw = evaluate_predictions(test, None)
-    assert not raw["bias_corrected"] and "sigma_over_crb" not in raw
+    assert not raw["bias_corrected"] and "sigma_over_crb" not in raw and "lattice" not in raw
 
 
 def test_aggregate_over_repeats() -> None:

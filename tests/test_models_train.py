@@ -42,7 +42,8 @@ def test_training_reduces_error_and_tracks_positions(blob_data, tmp_path: Path) 
     assert rms[-1] < 0.4 * rms[0], rms
     assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 1.0
     # per-position mean predictions follow the 25 true positions (span ±4 µm)
-    result = evaluate_fitted(ckpt, blob_data)
+    result = evaluate_fitted(ckpt, blob_data, lattice_frames=50)
+    assert result["bias_corrected"] and result["lattice"]["frames_per_point"] == 50
     pp = result["uncorrected"]["per_position"]
     assert len(pp) == 25
     true = np.array([p["true_um"] for p in pp])
@@ -96,3 +97,11 @@ def test_resume_refuses_a_different_data_split(blob_data, tmp_path: Path) -> Non
     cfg.epochs = 2
     with pytest.raises(ValueError, match="different data"):
         fit(other, cfg, tmp_path / "m.pt", resume=True, progress=False)
+
+
+def test_a_checkpoint_of_another_version_is_refused_with_a_clear_error(blob_data, tmp_path: Path) -> None:
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=256, data=DATA)
+    ckpt = fit(blob_data, cfg, tmp_path / "m.pt", progress=False)
+    torch.save({**ckpt, "version": 1}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="version 1 .*train it again"):
+        load_model(tmp_path / "old.pt")
