@@ -389,7 +389,7 @@ def evaluate_checkpoint(
     from frames the training never saw (``lattice_side`` points per axis, at most ``lattice_frames``
     frames per point).
     """
-    from models.train import build_run_data, load_model, select_device
+    from models.train import build_run_data, evaluation_state, load_model, select_device
 
     dev = select_device(device)
     model, ckpt = load_model(model_path, dev)
@@ -411,7 +411,8 @@ def evaluate_checkpoint(
             "model": str(model_path),
             "run": str(run_path),
             "arch": ckpt["config"]["arch"],
-            "epoch": int(ckpt["epoch"]),
+            "epoch": evaluation_state(ckpt)[1],  # the evaluated weights' epoch (best held-out by default)
+            "last_epoch": int(ckpt["epoch"]),
             "seed": int(ckpt["config"]["seed"]),
         }
     )

@@ -72,6 +72,7 @@ __all__ = [
     "fit",
     "grid_search_run",
     "load_checkpoint",
+    "evaluation_state",
     "load_model",
     "select_device",
     "train_repeats",
@@ -93,6 +94,7 @@ class TrainConfig:
     num_workers: int = 0
     in_memory: bool | None = None
     eval_every: int = 1
+    select_best: bool = True  # evaluate the epoch with the lowest held-out S error (early stopping)
     snapshot_epochs: tuple[int, ...] = (5, 25, 50)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -188,12 +190,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def evaluation_state(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
+    """The weights to evaluate and their epoch: the best held-out epoch when ``select_best``, else the last.
+
+    ``model_state`` is always the last epoch (what ``--resume`` continues from); ``best_model_state`` the
+    epoch with the lowest held-out S mean squared error.  Selecting on held-out S frames never uses the D
+    test frames.
+    """
+    if ckpt["config"].get("select_best", True) and "best_model_state" in ckpt:
+        return ckpt["best_model_state"], int(ckpt["best_epoch"])
+    return ckpt["model_state"], int(ckpt["epoch"])
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Localiser, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (eval mode, on ``device``) and return it with the checkpoint."""
+    """Rebuild the model to evaluate from a checkpoint (eval mode, on ``device``), with the checkpoint.
+
+    The weights are :func:`evaluation_state`'s: the best held-out epoch unless the training config says
+    ``select_best=False``.
+    """
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     model = build_model(cfg["arch"], int(ckpt["grid"]["n_classes"]), **cfg["model_kwargs"])
-    model.load_state_dict(ckpt["model_state"])
+    model.load_state_dict(evaluation_state(ckpt)[0])
     return model.to(device).eval(), ckpt
 
 
@@ -290,6 +308,7 @@ def fit(
     history: list[dict[str, Any]] = []
     snapshots: dict[str, torch.Tensor] = {}
     start = 0
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (held-out MSE, epoch, weights)
     if previous is not None:
         model.load_state_dict(previous["model_state"])
         optimizer.load_state_dict(previous["optimizer_state"])
@@ -297,13 +316,20 @@ def fit(
         snapshots = dict(previous["snapshots"])
         start = int(previous["epoch"])
         _set_rng_state(previous["rng"])
+        if "best_model_state" in previous:
+            best = (
+                float(previous["best_holdout_mse_um2"]),
+                int(previous["best_epoch"]),
+                previous["best_model_state"],
+            )
 
     in_memory = config.in_memory if config.in_memory is not None else _fits_in_memory(data)
     if in_memory:
         train_ds: Any = _to_device(data.train.materialise(), device)
         test_ds: Any = _to_device(data.test.materialise(), device)
+        hold_ds: Any = _to_device(data.holdout.materialise(), device)
     else:
-        train_ds, test_ds = data.train, data.test
+        train_ds, test_ds, hold_ds = data.train, data.test, data.holdout
     n_classes = data.grid.n_classes
     test_true = torch.as_tensor(data.test.true_um)
     test_pid = torch.as_tensor(data.test.pos_id)
@@ -334,6 +360,16 @@ def fit(
             "train_time_s": train_time,
             "images_per_s": seen / train_time if train_time > 0 else float("nan"),
         }
+        rng_before = _rng_state()  # evaluation must not perturb the training RNG stream
+        hold = predict(model, hold_ds, data.grid, device=device)
+        _set_rng_state(rng_before)
+        entry["holdout_mse_um2"] = float(((hold.pred_um - hold.true_um) ** 2).sum(axis=1).mean())
+        if best is None or entry["holdout_mse_um2"] < best[0]:
+            best = (
+                entry["holdout_mse_um2"],
+                epoch + 1,
+                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            )
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last or (epoch + 1) in config.snapshot_epochs:
             rng_before = _rng_state()  # evaluation must not perturb the training RNG stream
@@ -349,6 +385,7 @@ def fit(
                     f"{s['sigma_um'][1]:.2f}) µm  |B| = ({s['bias_um'][0]:.2f}, {s['bias_um'][1]:.2f}) µm"
                 )
         history.append(entry)
+        assert best is not None  # set by this epoch's held-out evaluation
         ckpt = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -359,6 +396,9 @@ def fit(
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer_state": _to_cpu(optimizer.state_dict()),
             "epoch": epoch + 1,
+            "best_model_state": best[2],
+            "best_epoch": best[1],
+            "best_holdout_mse_um2": best[0],
             "rng": _rng_state(),
             "history": history,
             "snapshots": snapshots,
@@ -441,7 +481,7 @@ def holdout_score(model_ckpt: Mapping[str, Any], data: BsbdData, device: torch.d
     """Mean squared error (µm², x + y) on the held-out S split: the grid-search criterion."""
     cfg = model_ckpt["config"]
     model = build_model(cfg["arch"], data.grid.n_classes, **cfg["model_kwargs"]).to(device)
-    model.load_state_dict(model_ckpt["model_state"])
+    model.load_state_dict(evaluation_state(model_ckpt)[0])
     hold: Predictions = predict(model, data.holdout, data.grid, device=device)
     err = hold.pred_um - hold.true_um
     return {
@@ -502,7 +542,7 @@ def evaluate_fitted(
     device = select_device(ckpt["config"].get("device"))
     cfg = ckpt["config"]
     model = build_model(cfg["arch"], data.grid.n_classes, **cfg["model_kwargs"]).to(device)
-    model.load_state_dict(ckpt["model_state"])
+    model.load_state_dict(evaluation_state(ckpt)[0])
     test = predict(model, data.test, data.grid, device=device)
     lat = build_calibration_lattice(data, n_side=lattice_side, max_frames=lattice_frames)
     lat_pred = predict(model, lat.dataset, data.grid, device=device)

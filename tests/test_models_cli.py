@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,7 +67,10 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     )
     res = json.loads(capsys.readouterr().out)
     assert len(res["sigma_um"]) == 2 and len(res["bias_um"]) == 2
-    assert len(res["per_position"]) == 25 and res["bias_corrected"] and res["epoch"] == 8
+    assert len(res["per_position"]) == 25 and res["bias_corrected"] and res["last_epoch"] == 8
+    # the evaluated weights are those of the epoch with the lowest held-out error (early stopping)
+    hist = torch.load(model, weights_only=True)["history"]
+    assert res["epoch"] == 1 + int(np.argmin([h["holdout_mse_um2"] for h in hist]))
     assert res["sigma_over_crb"] == pytest.approx([s / 0.05 for s in res["sigma_um"]])
     assert max(res["uncorrected"]["bias_um"]) < 1.2  # the D grid spans ±4 µm: predictions track it
     # bias correction from the calibration lattice: 80 held-out frames at each of 9 x 9 shifts (±12 px)

@@ -105,3 +105,25 @@ def test_a_checkpoint_of_another_version_is_refused_with_a_clear_error(blob_data
     torch.save({**ckpt, "version": 1}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="version 1 .*train it again"):
         load_model(tmp_path / "old.pt")
+
+
+def test_the_epoch_with_the_lowest_held_out_error_is_the_one_evaluated(blob_data, tmp_path: Path) -> None:
+    from models.train import evaluation_state
+
+    cfg = TrainConfig(
+        arch="dense", model_kwargs={"hidden": [32]}, lr=5e-3, epochs=4, batch_size=64, data=DATA
+    )
+    fit(blob_data, cfg, tmp_path / "m.pt", progress=False)
+    cfg.epochs = 6
+    ckpt = fit(blob_data, cfg, tmp_path / "m.pt", resume=True, progress=False)
+    mse = [h["holdout_mse_um2"] for h in ckpt["history"]]
+    assert len(mse) == 6 and all(np.isfinite(mse))
+    assert ckpt["best_epoch"] == 1 + int(np.argmin(mse))  # tracked across the resume
+    assert ckpt["best_holdout_mse_um2"] == pytest.approx(min(mse))
+    state, epoch = evaluation_state(ckpt)
+    assert epoch == ckpt["best_epoch"]
+    model, _ = load_model(tmp_path / "m.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k])
+    last = {**ckpt, "config": {**ckpt["config"], "select_best": False}}
+    assert evaluation_state(last)[1] == 6
