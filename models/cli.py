@@ -73,6 +73,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         device=args.device,
         num_workers=args.workers,
         in_memory=False if args.streaming else None,
+        select_best=not args.last_epoch,
         data=data,
     )
 
@@ -218,6 +219,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (streaming mode)")
     p.add_argument("--streaming", action="store_true", help="stream from HDF5 each epoch (no in-memory copy)")
+    p.add_argument(
+        "--last-epoch",
+        action="store_true",
+        help="evaluate the last epoch's weights (default: the epoch with the lowest held-out S error)",
+    )
     p.add_argument("--n-classes", type=int, default=81, help="N_h classes per axis (81: one per px of shift)")
     p.add_argument("--shift-max-px", type=int, default=40, help="S-frame shifts uniform in [-m, m] camera px")
     p.add_argument("--shift-mode", choices=["roll", "zero"], default="roll")
