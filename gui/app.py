@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtCore import QSettings, Qt, pyqtSignal
 from PyQt5.QtGui import QCloseEvent, QColor
 from PyQt5.QtWidgets import (
     QDockWidget,
@@ -29,6 +29,7 @@ from acquisition.runner import Progress, RunResult, RunState
 from devices.base import Frame
 from gui.camera_panel import CameraPanel
 from gui.dmd_panel import DmdPanel
+from gui.layout import clear_layout, restore_layout, save_layout
 from gui.protocol_panel import ProtocolPanel
 from gui.pump_panel import PumpPanel
 from gui.replay_panel import ReplayPanel
@@ -73,7 +74,12 @@ class MainWindow(QMainWindow):
         opener: BenchOpener = default_opener,
         open_bench: bool = True,
         pump_poll_ms: int = 1000,
+        settings: QSettings | None = None,
+        reset_layout: bool = False,
     ) -> None:
+        """``settings``: where the window layout is restored from and saved to on close
+        (:mod:`gui.layout`; None: nothing saved); ``reset_layout``: start from the default
+        layout and forget the saved one."""
         super().__init__()
         self.setWindowTitle(f"specklab — {config_path or 'default simulated bench'}")
         self.session = BenchSession(config, config_path, opener)
@@ -97,19 +103,23 @@ class MainWindow(QMainWindow):
         self.results = ResultsPanel()
 
         devices = QTabWidget()
+        devices.setObjectName("device_tabs")  # saved window layout (gui.layout.TABS, SPLITTERS)
         devices.addTab(self.dmd, "DMD")
         devices.addTab(self.pump, "Pump")
         right = QSplitter(Qt.Vertical)
+        right.setObjectName("bench_right")
         right.addWidget(self.protocol)
         right.addWidget(devices)
         right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 2)
         bench = QSplitter(Qt.Horizontal)
+        bench.setObjectName("bench")
         bench.addWidget(self.camera)
         bench.addWidget(right)
         bench.setStretchFactor(0, 3)
         bench.setStretchFactor(1, 2)
         self.tabs = QTabWidget()
+        self.tabs.setObjectName("main_tabs")
         self.tabs.addTab(bench, "Bench")
         self.tabs.addTab(self.replay, "Replay")
         self.tabs.addTab(self.results, "Results")
@@ -140,6 +150,12 @@ class MainWindow(QMainWindow):
 
         self.statusBar().showMessage(f"config {self.session.text_source}: opening the bench…")
         self.resize(1400, 900)
+        self.settings = settings
+        if settings is not None:
+            if reset_layout:
+                clear_layout(settings)
+            else:
+                restore_layout(self, settings)
         if open_bench:
             self.open_bench()
 
@@ -298,6 +314,8 @@ class MainWindow(QMainWindow):
         if self._shut:
             return
         self._shut = True
+        if self.settings is not None:
+            save_layout(self, self.settings)
         self.mount_confirmer.close()  # before joining: a run waiting for a mount must not hang us
         if self.controller is not None and self.controller.running:
             self.controller.abort("control panel shut down")

@@ -1,9 +1,10 @@
-"""``specklab gui [--config CONFIG] [--set KEY=VALUE]``: the control panel.
+"""``specklab gui [--config CONFIG] [--set KEY=VALUE] [--reset-layout]``: the control panel.
 
 Registered into the ``specklab`` command by ``acquisition/cli.py`` (``PLUGIN_MODULES``). Qt is
 imported only when the subcommand runs, so ``specklab acquire`` on a headless machine never
 loads it. The config is validated before any window opens: a bad file exits with code 2 and the
-loader's message, as every other subcommand does.
+loader's message, as every other subcommand does. The window layout is saved on close and
+restored on start (:mod:`gui.layout`); ``--reset-layout`` starts from the default one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--replay", metavar="RUN", help="open this run file in the Replay tab")
     p.add_argument("--no-bench", action="store_true", help="replay and results only (no devices)")
+    p.add_argument(
+        "--reset-layout",
+        action="store_true",
+        help="start with the default window layout and forget the saved one",
+    )
     p.set_defaults(func=cmd_gui)
 
 
@@ -39,9 +45,16 @@ def cmd_gui(args: argparse.Namespace) -> int:
     from PyQt5.QtWidgets import QApplication
 
     from gui.app import MainWindow
+    from gui.layout import open_settings
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(cfg, args.config, open_bench=not args.no_bench)
+    window = MainWindow(
+        cfg,
+        args.config,
+        open_bench=not args.no_bench,
+        settings=open_settings(),
+        reset_layout=args.reset_layout,
+    )
     if args.replay:
         window.replay.open_run(args.replay)
         window.tabs.setCurrentWidget(window.replay)

@@ -140,6 +140,7 @@ class ResultsPanel(QWidget):
         rl.addWidget(self.figure_combo)
         rl.addWidget(scroll, 1)
         split = QSplitter(Qt.Horizontal)
+        split.setObjectName("results")  # saved window layout (gui.layout.SPLITTERS)
         split.addWidget(self.tree)
         split.addWidget(right)
         layout = QVBoxLayout(self)
