@@ -99,11 +99,22 @@ def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
     return load_config(args.config, overrides)
 
 
+def _load_plan(args: argparse.Namespace, command: str) -> tuple[Any, Any] | None:
+    """Config and expanded plan of ``--protocol``, or None after printing why (before any device opens)."""
+    from acquisition.config import ConfigError
+
+    try:
+        cfg = _load(args, [f"run.protocol={args.protocol}"] if args.protocol else [])
+        return cfg, cfg.plan()
+    except ConfigError as exc:
+        print(f"specklab {command}: {exc}", file=sys.stderr)
+        return None
+
+
 # -- acquire -------------------------------------------------------------------------------------------
 
 
 def cmd_acquire(args: argparse.Namespace) -> int:
-    from acquisition.config import ConfigError
     from acquisition.hdf5_writer import WriterOptions
     from acquisition.runner import Runner, record
     from acquisition.sinks import STATUS_ABORTED, STATUS_COMPLETE
@@ -111,12 +122,10 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     from devices.factory import open_bench
 
     # 1. everything that can be checked without hardware, before any device opens
-    try:
-        cfg = _load(args, [f"run.protocol={args.protocol}"] if args.protocol else [])
-        plan = cfg.plan()
-    except ConfigError as exc:
-        print(f"specklab acquire: {exc}", file=sys.stderr)
+    loaded = _load_plan(args, "acquire")
+    if loaded is None:
         return EXIT_USAGE
+    cfg, plan = loaded
     out = Path(args.out) if args.out else default_output(cfg, plan.protocol)
     if out.exists() and not args.overwrite:
         print(f"specklab acquire: {out} exists (use --overwrite to replace it)", file=sys.stderr)
@@ -258,15 +267,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_snap(args: argparse.Namespace) -> int:
-    from acquisition.config import ConfigError
     from devices.factory import open_bench
 
-    try:
-        cfg = _load(args, [f"run.protocol={args.protocol}"] if args.protocol else [])
-        plan = cfg.plan()
-    except ConfigError as exc:
-        print(f"specklab snap: {exc}", file=sys.stderr)
+    loaded = _load_plan(args, "snap")
+    if loaded is None:
         return EXIT_USAGE
+    cfg, plan = loaded
     if not 0 <= args.event < len(plan.events):
         print(
             f"specklab snap: --event {args.event} outside the plan's {len(plan.events)} events",
