@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SIM_BENCH = ROOT / "configs" / "sim-bench.toml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run slower with several threads on a shared 2-core CI box
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _json_out(capsys: pytest.CaptureFixture[str]) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,8 @@ import torch
 from models.cli import register
 from models.synthetic import blob_run, write_run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run slower with several threads on a shared 2-core CI box
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,8 @@ from models.data import DataConfig, build_datasets
 from models.synthetic import blob_run
 from models.train import TrainConfig, evaluate_fitted, fit, load_checkpoint, load_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run slower with several threads on a shared 2-core CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run slower with several threads on a shared 2-core CI box
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DATA = DataConfig(n_classes=33, shift_max_px=16, bin_factor=2, holdout_fraction=0.2)
