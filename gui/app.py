@@ -19,7 +19,6 @@ from PyQt5.QtWidgets import (
     QDockWidget,
     QMainWindow,
     QPlainTextEdit,
-    QSplitter,
     QTabWidget,
 )
 
@@ -29,7 +28,7 @@ from acquisition.runner import Progress, RunResult, RunState
 from devices.base import Frame
 from gui.camera_panel import CameraPanel
 from gui.dmd_panel import DmdPanel
-from gui.layout import clear_layout, restore_layout, save_layout
+from gui.layout import clear_layout, named_splitter, restore_layout, save_layout
 from gui.protocol_panel import ProtocolPanel
 from gui.pump_panel import PumpPanel
 from gui.replay_panel import ReplayPanel
@@ -106,18 +105,8 @@ class MainWindow(QMainWindow):
         devices.setObjectName("device_tabs")  # saved window layout (gui.layout.TABS, SPLITTERS)
         devices.addTab(self.dmd, "DMD")
         devices.addTab(self.pump, "Pump")
-        right = QSplitter(Qt.Vertical)
-        right.setObjectName("bench_right")
-        right.addWidget(self.protocol)
-        right.addWidget(devices)
-        right.setStretchFactor(0, 3)
-        right.setStretchFactor(1, 2)
-        bench = QSplitter(Qt.Horizontal)
-        bench.setObjectName("bench")
-        bench.addWidget(self.camera)
-        bench.addWidget(right)
-        bench.setStretchFactor(0, 3)
-        bench.setStretchFactor(1, 2)
+        right = named_splitter("bench_right", Qt.Vertical, [self.protocol, devices], stretch=(3, 2))
+        bench = named_splitter("bench", Qt.Horizontal, [self.camera, right], stretch=(3, 2))
         self.tabs = QTabWidget()
         self.tabs.setObjectName("main_tabs")
         self.tabs.addTab(bench, "Bench")

@@ -17,11 +17,12 @@ all called ``splitter``) are left alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PyQt5.QtCore import QByteArray, QDataStream, QSettings
-from PyQt5.QtWidgets import QMainWindow, QSplitter, QTabWidget
+from PyQt5.QtCore import QByteArray, QDataStream, QSettings, Qt
+from PyQt5.QtWidgets import QMainWindow, QSplitter, QTabWidget, QWidget
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,21 @@ LAYOUT_VERSION = 1
 GROUP = "layout"
 SPLITTERS = ("bench", "bench_right", "replay", "replay_side", "results")
 TABS = ("main_tabs", "device_tabs")
+
+
+def named_splitter(
+    name: str, orientation: Qt.Orientation, widgets: Sequence[QWidget], stretch: Sequence[int] = ()
+) -> QSplitter:
+    """A splitter that takes part in the saved layout: named, and the name listed in :data:`SPLITTERS`."""
+    if name not in SPLITTERS:
+        raise ValueError(f"splitter {name!r} is not in gui.layout.SPLITTERS: its state would not be saved")
+    splitter = QSplitter(orientation)
+    splitter.setObjectName(name)
+    for w in widgets:
+        splitter.addWidget(w)
+    for i, factor in enumerate(stretch):
+        splitter.setStretchFactor(i, factor)
+    return splitter
 
 
 def open_settings(path: str | Path | None = None) -> QSettings:

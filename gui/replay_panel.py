@@ -29,7 +29,6 @@ from PyQt5.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSlider,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -38,6 +37,7 @@ from PyQt5.QtWidgets import (
 
 from acquisition.reader import RunFileError, RunReader
 from gui.camera_panel import COLOUR_MAPS, make_image_view, set_colour_map
+from gui.layout import named_splitter
 from gui.workers import DISPLAY_HZ
 
 log = logging.getLogger(__name__)
@@ -115,16 +115,8 @@ class ReplayPanel(QWidget):
         for w in (self.role, self.play_btn, self.speed, self.slider, self.cmap):
             row2.addWidget(w)
         row2.setStretchFactor(self.slider, 1)
-        side = QSplitter(Qt.Vertical)
-        side.setObjectName("replay_side")  # saved window layout (gui.layout.SPLITTERS)
-        side.addWidget(self.frame_table)
-        side.addWidget(self.attrs_text)
-        main = QSplitter(Qt.Horizontal)
-        main.setObjectName("replay")
-        main.addWidget(self.view)
-        main.addWidget(side)
-        main.setStretchFactor(0, 3)
-        main.setStretchFactor(1, 2)
+        side = named_splitter("replay_side", Qt.Vertical, [self.frame_table, self.attrs_text])
+        main = named_splitter("replay", Qt.Horizontal, [self.view, side], stretch=(3, 2))
         layout = QVBoxLayout(self)
         layout.addLayout(row1)
         layout.addLayout(row2)

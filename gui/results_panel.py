@@ -29,12 +29,13 @@ from PyQt5.QtWidgets import (
     QLabel,
     QPushButton,
     QScrollArea,
-    QSplitter,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+from gui.layout import named_splitter
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,7 @@ class ResultsPanel(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.figure_combo)
         rl.addWidget(scroll, 1)
-        split = QSplitter(Qt.Horizontal)
-        split.setObjectName("results")  # saved window layout (gui.layout.SPLITTERS)
-        split.addWidget(self.tree)
-        split.addWidget(right)
+        split = named_splitter("results", Qt.Horizontal, [self.tree, right])
         layout = QVBoxLayout(self)
         layout.addLayout(head)
         layout.addWidget(self.headline)

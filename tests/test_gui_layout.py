@@ -226,3 +226,12 @@ def test_cli_saves_restores_and_resets_the_layout(qtbot, tmp_path, monkeypatch):
             QStandardPaths.writableLocation(QStandardPaths.GenericConfigLocation),
         )
     assert seen == [(0, False), (1, True), (0, False)]
+
+
+def test_a_splitter_outside_the_saved_names_is_refused(qtbot) -> None:
+    """A splitter must be listed in SPLITTERS to be saved: naming one that is not is a programming error."""
+    with pytest.raises(ValueError, match="not in gui.layout.SPLITTERS"):
+        layout.named_splitter("nowhere", Qt.Horizontal, [])
+    s = layout.named_splitter("results", Qt.Horizontal, [QTabWidget(), QTabWidget()], stretch=(3, 2))
+    qtbot.addWidget(s)
+    assert s.objectName() == "results" and s.count() == 2 and s.orientation() == Qt.Horizontal
