@@ -249,17 +249,22 @@ class ReflectionModel:
             np.multiply(part[src], py[src, None], out=buf_y[dst])
         return sfft.ifft(buf_y, axis=0, workers=1)[_PAD : _PAD + self.shape[0]]
 
-    def _moved_envelope(
-        self, env: tuple[_EdgeProfile, _EdgeProfile, np.ndarray], dx: float, dy: float
+    def _envelope(
+        self,
+        env: tuple[_EdgeProfile, _EdgeProfile, np.ndarray],
+        dx: float = 0.0,
+        dy: float = 0.0,
+        dtype: type = np.float32,
     ) -> np.ndarray:
-        """k_target (|A|^2 * G_env)(x - dx, y - dy), float32: the erf product with shifted mirror edges.
+        """k_target (|A|^2 * G_env)(x - dx, y - dy): the erf product with (shifted) mirror edges.
 
-        Exact (the erf factors in float64; the final rank-n product in float32, the precision A_flow is
-        kept in).
+        Exact for square mirrors; the erf factors in float64, the final rank-n product in ``dtype``
+        (float32 per vibrating frame, the precision A_flow is kept in; float64 for the cached image at
+        rest).
         """
         py, px, inten = env
-        gy = (py.profile(dy, self.sigma_env_px) @ inten).astype(np.float32)
-        return gy @ px.profile(dx, self.sigma_env_px).T.astype(np.float32)
+        gy = (py.profile(dy, self.sigma_env_px) @ inten).astype(dtype)
+        return gy @ px.profile(dx, self.sigma_env_px).T.astype(dtype)
 
     def _mirror_spectra(self, centres: np.ndarray, freqs: np.ndarray, period: int) -> np.ndarray:
         """(len(freqs), len(centres)) 1-D Fourier transforms of the mirror boxes, clipped to [0, period).
@@ -276,24 +281,6 @@ class ReflectionModel:
             * np.sinc(w[None, :] * freqs[:, None])
             * np.exp(-2j * np.pi * freqs[:, None] * c[None, :])
         )
-
-    def _box_blur(self, centres: np.ndarray, n: int, sigma: float) -> np.ndarray:
-        """(n, len(centres)): a box of one mirror at each centre, blurred by a Gaussian of sigma px."""
-        x = np.arange(n, dtype=float)[:, None]
-        h = self.px_per_mirror / 2.0
-        s = math.sqrt(2.0) * sigma
-        return 0.5 * (
-            special.erf((x - centres[None, :] + h) / s) - special.erf((x - centres[None, :] - h) / s)
-        )
-
-    def _envelope(self, inten: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """(|A|^2 * G_env) on the camera grid, exact for square mirrors."""
-        if self.sigma_env_px <= 0 or not inten.any():
-            return np.zeros(self.shape)
-        xs, ys = self.dmd_to_camera(cols, rows)
-        gy = self._box_blur(ys, self.shape[0], self.sigma_env_px)
-        gx = self._box_blur(xs, self.shape[1], self.sigma_env_px)
-        return gy @ inten @ gx.T
 
     def picture_terms(self, picture: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(E_c, A_flow, I_mean) for a DMD picture, in sqrt(photons/s) and photons/s; LRU-cached.
@@ -350,12 +337,13 @@ class ReflectionModel:
                 spec = (spec * math.sqrt(self.k_coh)).astype(np.complex64)
         else:
             ec = np.zeros(self.shape, np.complex64)
-        i_t = self.k_target * self._envelope(inten, rows, cols) if self.k_target > 0 else np.zeros(self.shape)
+        i_t = np.zeros(self.shape)
         if self.k_target > 0 and self.sigma_env_px > 0 and inten.any():
             r_on, c_on = np.flatnonzero(inten.any(axis=1)), np.flatnonzero(inten.any(axis=0))
             prof_y = _EdgeProfile(rows[r_on], lambda v: self.dmd_to_camera(0.0, v)[1], self.shape[0])
             prof_x = _EdgeProfile(cols[c_on], lambda v: self.dmd_to_camera(v, 0.0)[0], self.shape[1])
             env = (prof_y, prof_x, self.k_target * inten[np.ix_(r_on, c_on)])
+            i_t = self._envelope(env, dtype=np.float64)
         a_flow = np.sqrt(i_t + self.i_flow_bg).astype(np.float32)
         mean = (np.abs(ec) ** 2 + i_t + self.i_flow_bg + self.i_wall).astype(float)
         out = _Terms(ec, a_flow, mean, spec, env)
@@ -396,7 +384,7 @@ class ReflectionModel:
         ec = terms.ec if terms.spec is None else self._moved_field(terms.spec, dx, dy)
         if terms.env is None:
             return ec, terms.a_flow
-        a_flow = self._moved_envelope(terms.env, dx, dy)
+        a_flow = self._envelope(terms.env, dx, dy)
         a_flow += np.float32(self.i_flow_bg)
         return ec, np.sqrt(a_flow, out=a_flow)
 
