@@ -138,12 +138,25 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, batchnorm: bool) -> list[nn.
     return layers
 
 
+def _dense_bn_relu(nin: int, nout: int, dropout: float) -> list[nn.Module]:
+    """Linear -> BatchNorm1d -> ReLU (-> Dropout): a hidden fully connected layer that cannot die.
+
+    Without the BatchNorm a hidden ReLU layer can die as a whole: at b = 5 (an 11 %-contrast blob in
+    speckle) one Adam step drove every pre-activation of CoordConv's 256 head units negative on a
+    10,800-frame run (seed 1), the output became a constant equal to the uniform prior and no gradient
+    reached the features again (held-out error flat at the prior's 181 um^2 for 30 epochs).  Normalised
+    pre-activations keep about half of each unit's inputs active, so a weak signal is still learnt.
+    """
+    layers: list[nn.Module] = [nn.Linear(nin, nout, bias=False), nn.BatchNorm1d(nout), nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
 def _head(in_features: int, hidden: int, n_classes: int, dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     if hidden > 0:
-        layers += [nn.Linear(in_features, hidden), nn.ReLU(inplace=True)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        layers += _dense_bn_relu(in_features, hidden, dropout)
         layers.append(nn.Linear(hidden, 2 * n_classes))
     else:
         layers.append(nn.Linear(in_features, 2 * n_classes))
@@ -283,9 +296,7 @@ class DenseNetwork(Localiser):
         layers: list[nn.Module] = [nn.Flatten()]
         nin = INPUT_SIZE * INPUT_SIZE
         for h in hidden:
-            layers += [nn.Linear(nin, h), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            layers += _dense_bn_relu(nin, h, dropout)
             nin = h
         layers.append(nn.Linear(nin, 2 * n_classes))
         self.net = nn.Sequential(*layers)

@@ -61,7 +61,7 @@ from models.evaluate import Predictions, evaluate_predictions, position_stats, p
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "specklab-localiser"
-CHECKPOINT_VERSION = 2  # 2: networks gained ``input_norm`` (models.architectures.Localiser)
+CHECKPOINT_VERSION = 3  # 2: networks gained ``input_norm``; 3: hidden dense layers gained BatchNorm1d
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
 
 __all__ = [
@@ -344,6 +344,8 @@ def fit(
             desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
         )  # fmt: skip
         for x, c, _um, _pid in bar:
+            if x.shape[0] < 2:  # a last batch of one frame: BatchNorm1d has no batch statistics for it
+                continue
             x = x.to(device, non_blocking=True)
             c = c.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)

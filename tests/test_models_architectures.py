@@ -51,6 +51,27 @@ def test_input_is_standardised_so_the_preprocessing_scale_does_not_matter(arch: 
     assert isinstance(model.input_norm, torch.nn.BatchNorm2d)
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_hidden_dense_layers_cannot_die(arch: str) -> None:
+    """A step that drives every hidden pre-activation negative must not make the output constant.
+
+    Without BatchNorm before the ReLU such a step kills the whole layer: the output is the last bias for
+    every frame and no gradient reaches the features again (CoordConv at b = 5, seed 1: the uniform guess
+    for 30 epochs).  Here the first hidden layer's weights are set so that every pre-activation is
+    negative for every positive input; with the BatchNorm the units still respond to the input.
+    """
+    torch.manual_seed(0)
+    model = build_model(arch).train()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        first.weight.copy_(-first.weight.abs() - 0.01)
+        x = torch.rand(32, 1, 32, 32)
+        out = model(x)
+    assert out.std(dim=0).min() > 1e-3, "output no longer depends on the input"
+    hidden = first.out_features
+    assert any(isinstance(m, torch.nn.BatchNorm1d) and m.num_features == hidden for m in model.modules())
+
+
 def test_default_parameter_counts_are_comparable() -> None:
     counts = parameter_counts()
     assert set(counts) == {"cnn", "coordconv", "dense", "densenet"}
@@ -104,8 +125,8 @@ def test_coordconv_coordinate_channels_and_variants() -> None:
     assert c.shape == (2, 5, 4, 6)
     torch.testing.assert_close(c[0, 3, 0], torch.linspace(-1, 1, 6))  # x varies along columns
     torch.testing.assert_close(c[0, 4, :, 0], torch.linspace(-1, 1, 4))  # y along rows
-    every = CoordConv(coord_layers="all")
-    first = CoordConv(coord_layers="input")
+    every = CoordConv(coord_layers="all").eval()
+    first = CoordConv(coord_layers="input").eval()
     assert count_parameters(every) > count_parameters(first)
     assert every(torch.rand(1, 1, 32, 32)).shape == first(torch.rand(1, 1, 32, 32)).shape
     with pytest.raises(ValueError):

@@ -120,3 +120,11 @@ def test_the_epoch_with_the_lowest_held_out_error_is_the_one_evaluated(blob_data
         assert torch.equal(v, state[k])
     last = {**ckpt, "config": {**ckpt["config"], "select_best": False}}
     assert evaluation_state(last)[1] == 6
+
+
+def test_a_last_batch_of_one_frame_is_skipped_not_fatal(blob_data) -> None:
+    """The hidden layers' BatchNorm1d cannot normalise a single frame; such a last batch is skipped."""
+    n = len(blob_data.train)
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=n - 1, data=DATA)
+    ckpt = fit(blob_data, cfg, None, progress=False)
+    assert ckpt["epoch"] == 1 and np.isfinite(ckpt["history"][0]["train_loss"])
