@@ -79,7 +79,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.train import train_repeats, train_run
+    from models.train import learnt, train_repeats, train_run
 
     try:
         cfg = _train_config(args)
@@ -100,6 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     last = ckpt["history"][-1]
     summary = {k: last.get(k) for k in ("epoch", "train_loss", "test_loss", "sigma_um", "bias_um")}
+    summary |= {k: ckpt[k] for k in ("best_epoch", "best_holdout_mse_um2", "holdout_prior_mse_um2")}
+    summary["learnt"] = learnt(ckpt)
     print(json.dumps(_json_safe({"model": str(args.out), **summary})))
     return EXIT_OK
 

@@ -332,6 +332,7 @@ def fit(
         train_ds, test_ds, hold_ds = data.train, data.test, data.holdout
     n_classes = data.grid.n_classes
     test_true = torch.as_tensor(data.test.true_um)
+    prior_mse = holdout_prior_mse_um2(data)
     test_pid = torch.as_tensor(data.test.pos_id)
 
     ckpt: dict[str, Any] = previous or {}
@@ -401,6 +402,7 @@ def fit(
             "best_model_state": best[2],
             "best_epoch": best[1],
             "best_holdout_mse_um2": best[0],
+            "holdout_prior_mse_um2": prior_mse,
             "rng": _rng_state(),
             "history": history,
             "snapshots": snapshots,
@@ -413,7 +415,39 @@ def fit(
             _atomic_save(ckpt, ckpt_path)
     if not ckpt:
         raise ValueError(f"nothing to train: checkpoint already at epoch {start} >= epochs {config.epochs}")
+    if not learnt(ckpt):
+        log.warning(
+            "%s did not learn: its best held-out error %.3g um^2 (epoch %d) is that of the prior, %.3g um^2 "
+            "(a constant guess); train again with another --seed, or on more S frames",
+            config.arch, ckpt["best_holdout_mse_um2"], ckpt["best_epoch"], prior_mse,
+        )  # fmt: skip
     return ckpt
+
+
+NOT_LEARNT_FRACTION = 0.95
+
+
+def holdout_prior_mse_um2(data: BsbdData) -> float:
+    """Mean squared error (x + y, um^2) of the best constant guess on the held-out S frames.
+
+    The yardstick of :func:`learnt`: a network whose output does not depend on the frame scores this
+    at best (the spread of the uniform shifts, 181 um^2 on the seed's optics).
+    """
+    true = np.asarray(data.holdout.true_um, dtype=float)
+    if true.size == 0:
+        return float("nan")
+    return float(((true - true.mean(axis=0)) ** 2).sum(axis=1).mean())
+
+
+def learnt(ckpt: Mapping[str, Any]) -> bool:
+    """False when the best held-out error is within 5 % of the constant guess's: a collapsed training.
+
+    A collapsed network (constant output, as CoordConv gave at b = 5 before its head had BatchNorm)
+    still yields finite, even small, D-frame σ and a lattice "correction"; this check is what tells
+    the user that there is no estimator to compare with the CRB.
+    """
+    prior = float(ckpt.get("holdout_prior_mse_um2", float("nan")))
+    return not (prior > 0 and float(ckpt["best_holdout_mse_um2"]) >= NOT_LEARNT_FRACTION * prior)
 
 
 def _to_device(ds: TensorDataset, device: torch.device) -> TensorDataset:

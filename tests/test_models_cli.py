@@ -46,6 +46,8 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     assert _run(["train", str(run), "--out", str(model), "--epochs", "6", *common]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["epoch"] == 6 and model.exists()
+    assert out["learnt"] is True and 1 <= out["best_epoch"] <= 6
+    assert out["best_holdout_mse_um2"] < out["holdout_prior_mse_um2"]
 
     # resume to 8 epochs
     assert _run(["train", str(run), "--out", str(model), "--epochs", "8", "--resume", *common]) == 0

@@ -10,7 +10,15 @@ import torch
 
 from models.data import DataConfig, build_datasets
 from models.synthetic import blob_run
-from models.train import TrainConfig, evaluate_fitted, fit, load_checkpoint, load_model
+from models.train import (
+    TrainConfig,
+    evaluate_fitted,
+    fit,
+    holdout_prior_mse_um2,
+    learnt,
+    load_checkpoint,
+    load_model,
+)
 
 # tiny models run slower with several threads on a shared 2-core CI box
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -128,3 +136,24 @@ def test_a_last_batch_of_one_frame_is_skipped_not_fatal(blob_data) -> None:
     cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=n - 1, data=DATA)
     ckpt = fit(blob_data, cfg, None, progress=False)
     assert ckpt["epoch"] == 1 and np.isfinite(ckpt["history"][0]["train_loss"])
+
+
+def test_a_training_that_did_not_learn_is_flagged(blob_data, caplog) -> None:
+    """lr 0 keeps the initial near-uniform output: held-out error at the prior's, a warning, learnt False."""
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, lr=0.0, epochs=1, batch_size=256, data=DATA)
+    with caplog.at_level("WARNING", logger="models.train"):
+        ckpt = fit(blob_data, cfg, None, progress=False)
+    prior = holdout_prior_mse_um2(blob_data)
+    true = blob_data.holdout.true_um
+    assert prior == pytest.approx(float(true.var(axis=0).sum()), rel=1e-6)
+    assert ckpt["holdout_prior_mse_um2"] == prior
+    assert not learnt(ckpt) and "did not learn" in caplog.text
+
+
+def test_a_training_that_learnt_is_not_flagged(blob_data, caplog) -> None:
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [64]}, lr=5e-3, epochs=3, batch_size=64,
+                      data=DATA)  # fmt: skip
+    with caplog.at_level("WARNING", logger="models.train"):
+        ckpt = fit(blob_data, cfg, None, progress=False)
+    assert learnt(ckpt) and "did not learn" not in caplog.text
+    assert ckpt["best_holdout_mse_um2"] < 0.5 * ckpt["holdout_prior_mse_um2"]
