@@ -142,7 +142,7 @@ def _dense_bn_relu(nin: int, nout: int, dropout: float) -> list[nn.Module]:
     """Linear -> BatchNorm1d -> ReLU (-> Dropout): a hidden fully connected layer that cannot die.
 
     Without the BatchNorm a hidden ReLU layer can die as a whole: at b = 5 (an 11 %-contrast blob in
-    speckle) one Adam step drove every pre-activation of CoordConv's 256 head units negative on a
+    speckle) Adam drove every pre-activation of CoordConv's 256 head units negative, in the first epoch of a
     10,800-frame run (seed 1), the output became a constant equal to the uniform prior and no gradient
     reached the features again (held-out error flat at the prior's 181 um^2).  Normalised
     pre-activations keep about half of each unit's inputs active, so a weak signal is still learnt.
