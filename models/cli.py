@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
+
 __all__ = ["register"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -268,13 +270,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--lattice-side",
         type=int,
-        default=9,
+        default=LATTICE_SIDE,
         help="bias correction: calibration lattice points per axis (D range plus one step each side)",
     )
     p.add_argument(
         "--lattice-frames",
         type=int,
-        default=500,
+        default=LATTICE_MAX_FRAMES,
         help="bias correction: held-out frames per lattice point, at most (0: all)",
     )
     p.add_argument("--b", type=float, default=None, help="optical thickness label stored in the JSON")

@@ -59,12 +59,11 @@ from analysis.preprocessing import (
     fit_background,
     normalise_max,
 )
+from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
 
 SHIFT_MAX_PX = 40
 BIN_FACTOR = 4
 INPUT_SIDE = 32
-LATTICE_SIDE = 9
-LATTICE_MAX_FRAMES = 500
 _LATTICE_STREAM = 0x1A77  # second seed word: the lattice's frame draw never reuses the split's stream
 
 __all__ = [

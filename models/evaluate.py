@@ -30,14 +30,16 @@ import torch
 from scipy.interpolate import RectBivariateSpline
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
 from models.architectures import expected_class, localisation_loss
-from models.data import LATTICE_MAX_FRAMES, LATTICE_SIDE, ClassGrid, build_calibration_lattice
+from models.data import ClassGrid, build_calibration_lattice
 
 __all__ = [
     "LatticeBiasCorrector",
     "Predictions",
     "aggregate_evaluations",
     "evaluate_checkpoint",
+    "evaluate_model",
     "evaluate_predictions",
     "load_crb",
     "position_stats",
@@ -371,6 +373,32 @@ def evaluate_predictions(
     return _with_crb(result, crb)
 
 
+def evaluate_model(
+    model: torch.nn.Module,
+    data: Any,
+    *,
+    device: torch.device | str = "cpu",
+    crb: Sequence[float] | None = None,
+    correct_bias: bool = True,
+    lattice_side: int = LATTICE_SIDE,
+    lattice_frames: int | None = LATTICE_MAX_FRAMES,
+    batch_size: int = 512,
+) -> tuple[dict[str, Any], Predictions]:
+    """Evaluate ``model`` on the D frames of ``data`` (a :class:`models.data.BsbdData`).
+
+    With ``correct_bias`` the calibration lattice (``lattice_side`` points per axis, at most
+    ``lattice_frames`` held-out frames per point) is predicted too and corrects the D predictions
+    (:func:`evaluate_predictions`).  Returns the evaluation dict and the raw D-frame predictions.
+    """
+    test = predict(model, data.test, data.grid, device=device, batch_size=batch_size)
+    lat_pred, lat_meta = None, None
+    if correct_bias:
+        lat = build_calibration_lattice(data, n_side=lattice_side, max_frames=lattice_frames)
+        lat_pred = predict(model, lat.dataset, data.grid, device=device, batch_size=batch_size)
+        lat_meta = lat.meta
+    return evaluate_predictions(test, lat_pred, crb=crb, lattice_meta=lat_meta), test
+
+
 def evaluate_checkpoint(
     model_path: str | Path,
     run_path: str | Path,
@@ -395,17 +423,13 @@ def evaluate_checkpoint(
     model, ckpt = load_model(model_path, dev)
     data, source = build_run_data(run_path, ckpt["config"])
     try:
-        grid = data.grid
-        test = predict(model, data.test, grid, device=dev, batch_size=batch_size)
-        lat_pred, lat_meta = None, None
-        if correct_bias:
-            lat = build_calibration_lattice(data, n_side=lattice_side, max_frames=lattice_frames)
-            lat_pred = predict(model, lat.dataset, grid, device=dev, batch_size=batch_size)
-            lat_meta = lat.meta
+        result, test = evaluate_model(
+            model, data, device=dev, crb=crb, correct_bias=correct_bias, lattice_side=lattice_side,
+            lattice_frames=lattice_frames, batch_size=batch_size,
+        )  # fmt: skip
         b = _optical_thickness(source)
     finally:
         source.close()
-    result = evaluate_predictions(test, lat_pred, crb=crb, lattice_meta=lat_meta)
     result.update(
         {
             "model": str(model_path),

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
 from models.architectures import (
     HYPERPARAMETER_GRIDS,
     TRAINING_KEYS,
@@ -45,18 +46,15 @@ from models.architectures import (
     localisation_loss,
 )
 from models.data import (
-    LATTICE_MAX_FRAMES,
-    LATTICE_SIDE,
     BlockShuffleSampler,
     BsbdData,
     ClassGrid,
     DataConfig,
     LocalisationDataset,
-    build_calibration_lattice,
     build_datasets,
     open_source,
 )
-from models.evaluate import Predictions, evaluate_predictions, position_stats, predict, summarise
+from models.evaluate import Predictions, evaluate_model, position_stats, predict, summarise
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +70,12 @@ __all__ = [
     "fit",
     "grid_search_run",
     "load_checkpoint",
+    "evaluation_model",
     "evaluation_state",
+    "holdout_prior_mse_um2",
+    "learnt",
     "load_model",
+    "mse_um2",
     "select_device",
     "train_repeats",
     "train_run",
@@ -202,17 +204,22 @@ def evaluation_state(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], 
     return ckpt["model_state"], int(ckpt["epoch"])
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Localiser, dict[str, Any]]:
-    """Rebuild the model to evaluate from a checkpoint (eval mode, on ``device``), with the checkpoint.
+def evaluation_model(ckpt: Mapping[str, Any], device: torch.device | str = "cpu") -> Localiser:
+    """The network of a checkpoint with :func:`evaluation_state`'s weights (eval mode, on ``device``).
 
-    The weights are :func:`evaluation_state`'s: the best held-out epoch unless the training config says
+    The weights are those of the best held-out epoch unless the training config says
     ``select_best=False``.
     """
-    ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     model = build_model(cfg["arch"], int(ckpt["grid"]["n_classes"]), **cfg["model_kwargs"])
     model.load_state_dict(evaluation_state(ckpt)[0])
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Localiser, dict[str, Any]]:
+    """The model to evaluate from a checkpoint file (:func:`evaluation_model`), with the checkpoint."""
+    ckpt = load_checkpoint(path)
+    return evaluation_model(ckpt, device), ckpt
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -363,10 +370,7 @@ def fit(
             "train_time_s": train_time,
             "images_per_s": seen / train_time if train_time > 0 else float("nan"),
         }
-        rng_before = _rng_state()  # evaluation must not perturb the training RNG stream
-        hold = predict(model, hold_ds, data.grid, device=device)
-        _set_rng_state(rng_before)
-        entry["holdout_mse_um2"] = float(((hold.pred_um - hold.true_um) ** 2).sum(axis=1).mean())
+        entry["holdout_mse_um2"] = mse_um2(_predict_keeping_rng(model, hold_ds, data.grid, device))
         if best is None or entry["holdout_mse_um2"] < best[0]:
             best = (
                 entry["holdout_mse_um2"],
@@ -375,9 +379,7 @@ def fit(
             )
         last = epoch + 1 == config.epochs
         if (epoch + 1) % config.eval_every == 0 or last or (epoch + 1) in config.snapshot_epochs:
-            rng_before = _rng_state()  # evaluation must not perturb the training RNG stream
-            pred = predict(model, test_ds, data.grid, device=device)
-            _set_rng_state(rng_before)
+            pred = _predict_keeping_rng(model, test_ds, data.grid, device)
             s = summarise(position_stats(pred.pred_um, pred.true_um, pred.pos_id))
             entry.update({"test_loss": pred.loss, **s})
             if (epoch + 1) in config.snapshot_epochs or last:
@@ -450,6 +452,20 @@ def learnt(ckpt: Mapping[str, Any]) -> bool:
     return not (prior > 0 and float(ckpt["best_holdout_mse_um2"]) >= NOT_LEARNT_FRACTION * prior)
 
 
+def _predict_keeping_rng(model: Localiser, ds: Any, grid: ClassGrid, device: torch.device) -> Predictions:
+    """:func:`predict` during training: the evaluation must not perturb the training RNG stream."""
+    rng_before = _rng_state()
+    try:
+        return predict(model, ds, grid, device=device)
+    finally:
+        _set_rng_state(rng_before)
+
+
+def mse_um2(pred: Predictions) -> float:
+    """Mean squared error (µm², x + y) of predictions against their true positions."""
+    return float(((pred.pred_um - pred.true_um) ** 2).sum(axis=1).mean())
+
+
 def _to_device(ds: TensorDataset, device: torch.device) -> TensorDataset:
     return TensorDataset(*(t.to(device) for t in ds.tensors))
 
@@ -515,15 +531,10 @@ def train_repeats(
 
 def holdout_score(model_ckpt: Mapping[str, Any], data: BsbdData, device: torch.device) -> dict[str, Any]:
     """Mean squared error (µm², x + y) on the held-out S split: the grid-search criterion."""
-    cfg = model_ckpt["config"]
-    model = build_model(cfg["arch"], data.grid.n_classes, **cfg["model_kwargs"]).to(device)
-    model.load_state_dict(evaluation_state(model_ckpt)[0])
-    hold: Predictions = predict(model, data.holdout, data.grid, device=device)
+    model = evaluation_model(model_ckpt, device)
+    hold = predict(model, data.holdout, data.grid, device=device)
     err = hold.pred_um - hold.true_um
-    return {
-        "score": float((err**2).sum(axis=1).mean()),
-        "holdout_rmse_um": np.sqrt((err**2).mean(0)).tolist(),
-    }
+    return {"score": mse_um2(hold), "holdout_rmse_um": np.sqrt((err**2).mean(0)).tolist()}
 
 
 def grid_search_run(
@@ -576,10 +587,7 @@ def evaluate_fitted(
     regular lattice around the D positions; see :func:`models.evaluate.evaluate_predictions`.
     """
     device = select_device(ckpt["config"].get("device"))
-    cfg = ckpt["config"]
-    model = build_model(cfg["arch"], data.grid.n_classes, **cfg["model_kwargs"]).to(device)
-    model.load_state_dict(evaluation_state(ckpt)[0])
-    test = predict(model, data.test, data.grid, device=device)
-    lat = build_calibration_lattice(data, n_side=lattice_side, max_frames=lattice_frames)
-    lat_pred = predict(model, lat.dataset, data.grid, device=device)
-    return evaluate_predictions(test, lat_pred, crb=crb, lattice_meta=lat.meta)
+    model = evaluation_model(ckpt, device)
+    return evaluate_model(
+        model, data, device=device, crb=crb, lattice_side=lattice_side, lattice_frames=lattice_frames
+    )[0]
