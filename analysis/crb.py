@@ -145,7 +145,7 @@ def load_run_samples(
             "bin_factor": int(bin_factor),
             "normalise": bool(normalise),
         }
-        truth = _bench_truth_inputs(r)
+        truth = bench_truth_inputs(r)
     samples = split_axes(pos_um, frames)
     if truth is not None:
         meta["_truth"] = truth
@@ -153,7 +153,7 @@ def load_run_samples(
     return samples, meta
 
 
-def _bench_truth_inputs(reader: Any) -> dict[str, Any] | None:
+def bench_truth_inputs(reader: Any) -> dict[str, Any] | None:
     """What :func:`analytic_reference` needs from a simulated reflection run, or None (real or other runs).
 
     The run stores the validated bench config (``/entry/config/bench``), the plan's reference position

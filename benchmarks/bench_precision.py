@@ -9,11 +9,11 @@ For each optical thickness b it
 
 1. records a bsbd run on the simulated bench (``specklab acquire --config configs/sim-bench.toml
    --protocol bsbd --set frames=F --set bench.medium.optical_thickness=b``, a subprocess);
-2. takes the CRB from the bench's **analytic** Fisher information (``VirtualBench.analytic_crb_um`` at the
-   S target, 4x4 binning, the camera's QE 0.6 and read noise 1.38 e⁻, the bench's 2 µm mechanical
-   vibration in quadrature; ``docs/bench-model.md``), rebuilt from the run's stored bench config.  It
-   needs no estimation but ignores the per-frame max normalisation, which can only remove information,
-   so a network may not beat it.  The model-free ``specklab crb`` would need a ~50,000-frame fisher-scan
+2. takes the CRB from the bench's **analytic** Fisher information at the S target, 4x4 binning, with
+   the run's QE and read noise and the bench's 2 µm mechanical vibration in quadrature
+   (``analysis.crb.analytic_reference``, as ``specklab crb`` reports it; ``docs/bench-model.md``),
+   rebuilt from the run's stored bench config.  It needs no estimation but ignores the per-frame max
+   normalisation, which can only remove information, so a network may not beat it.  The model-free ``specklab crb`` would need a ~50,000-frame fisher-scan
    run per b; the static-optics CRB (no vibration) is printed for reference;
 3. trains CoordConv (default size, the paper's architecture) on the run's shifted S frames
    (``models.train.fit``, the same code as ``specklab train``; the evaluated weights are those of the
@@ -31,6 +31,7 @@ Prints one table and a final JSON line.  Full scale (5x10^5 frames, 50 epochs, 2
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import subprocess
@@ -67,35 +68,34 @@ def acquire(b: float, frames: int, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def analytic_crb(run: Path, b: float) -> tuple[list[float], list[float]]:
+def analytic_crb(run: Path) -> tuple[list[float], list[float]]:
     """Analytic CRB (µm) of the bench that recorded ``run`` at its S target, 4x4 binning: (total, static).
 
-    Total includes the bench's mechanical vibration (the bound the targets use); static is the optics
-    alone, for reference.
+    The same computation as ``specklab crb``'s analytic reference (``analysis.crb.analytic_reference``
+    from the run's stored bench config, plan reference = the S target, and sensor constants). Total
+    includes the bench's mechanical vibration (the bound the targets use); static is the optics alone,
+    for reference.
     """
     from acquisition.reader import RunReader
-    from devices.bench.bench import VirtualBench
-    from devices.bench.clock import SimClock
-    from devices.bench.config import BenchConfig
-    from devices.bench.sensor import SensorModel
+    from analysis.crb import analytic_reference, bench_truth_inputs
 
     with RunReader(run) as r:
-        cfg = BenchConfig.model_validate(r.bench_config)
-        s = r.indices("S")
-        target = (float(r.table["target_x_px"][s[0]]), float(r.table["target_y_px"][s[0]]))
-    sensor = SensorModel()
-    bench = VirtualBench(cfg, SimClock())
-    kw = {"qe": sensor.qe, "read_noise_e": sensor.read_noise_e}
-    total = bench.analytic_crb_um(b, target, BINNING, **kw)
-    static = bench.analytic_crb_um(b, target, BINNING, vibration_um=0.0, **kw)
-    return list(total), list(static)
+        truth = bench_truth_inputs(r)
+    if truth is None:
+        raise SystemExit(f"{run} is not a simulated reflection run: no analytic CRB")
+    rigid = copy.deepcopy(truth)
+    rigid["bench"].setdefault("reflection", {})["vibration_rms_um"] = 0.0
+    refs = [analytic_reference(t, bin_factor=BINNING, normalise=True) for t in (truth, rigid)]
+    if refs[0] is None or refs[1] is None:
+        raise SystemExit(f"the bench of {run} cannot be rebuilt for its analytic CRB")
+    return list(refs[0]["crb_um"]), list(refs[1]["crb_um"])
 
 
 def one_b(b: float, args: argparse.Namespace) -> dict[str, Any]:
     run = Path(args.workdir) / f"bsbd_b{b:g}.h5"
     # --reuse-runs: recorded by an earlier invocation with the same --frames (checked below)
     t_acq = 0.0 if args.reuse_runs and run.exists() else acquire(b, args.frames, run)
-    crb, crb_static = analytic_crb(run, b)
+    crb, crb_static = analytic_crb(run)
     cfg = TrainConfig(
         arch="coordconv", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         data=DataConfig(seed=args.seed), snapshot_epochs=(),
@@ -133,7 +133,7 @@ def one_b(b: float, args: argparse.Namespace) -> dict[str, Any]:
         "n_test": data.meta["n_test"],
         "epochs": args.epochs,
         "crb_um": crb,
-        "crb_source": "analytic (VirtualBench.analytic_crb_um, binning 4, qe 0.6, read noise 1.38 e)",
+        "crb_source": "analytic (analysis.crb.analytic_reference: the run's bench and sensor, binning 4)",
         "crb_static_optics_um": crb_static,
         "sigma_um": sigma.tolist(),
         "sigma_err_um": sigma_err.tolist(),
