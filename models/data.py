@@ -621,11 +621,7 @@ def build_datasets(
     )
 
     def s_dataset(sel: np.ndarray) -> LocalisationDataset:
-        sh = shifts[sel]
-        return LocalisationDataset(
-            source, s_idx[sel], pipeline, grid.shift_to_class(sh), grid.shift_to_um(sh),
-            shifts=sh, block=cfg.block, path=run_path,
-        )  # fmt: skip
+        return _shifted_s_dataset(source, run_path, pipeline, grid, s_idx[sel], shifts[sel], cfg.block)
 
     d_xy = np.column_stack([table["target_x_um"][d_idx], table["target_y_um"][d_idx]]).astype(float)
     if not np.isfinite(d_xy).all():
@@ -646,6 +642,23 @@ def build_datasets(
         "holdout_sha1": hashlib.sha1(hold_sel.tobytes()).hexdigest(),
     }
     return BsbdData(s_dataset(train_sel), s_dataset(hold_sel), test, grid, positions, meta)
+
+
+def _shifted_s_dataset(
+    source: Any,
+    path: str | os.PathLike[str] | None,
+    pipeline: FramePipeline,
+    grid: ClassGrid,
+    frame_indices: np.ndarray,
+    shifts: np.ndarray,
+    block: int,
+    pos_id: np.ndarray | None = None,
+) -> LocalisationDataset:
+    """S frames shifted by ``shifts`` (n, 2) px, labelled by ``grid``'s rule (training, held-out, lattice)."""
+    return LocalisationDataset(
+        source, frame_indices, pipeline, grid.shift_to_class(shifts), grid.shift_to_um(shifts),
+        pos_id=pos_id, shifts=shifts, block=block, path=path,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -754,15 +767,7 @@ def build_calibration_lattice(
     n_points = lattice_px.shape[0]
     shifts = np.tile(lattice_px, (frames.size, 1))
     pos_id = np.tile(np.arange(n_points, dtype=np.int64), frames.size)
-    dataset = LocalisationDataset(
-        hold._source if hold._source is not None else hold._path,
-        np.repeat(frames, n_points),
-        hold.pipeline,
-        grid.shift_to_class(shifts),
-        grid.shift_to_um(shifts),
-        pos_id=pos_id,
-        shifts=shifts,
-        block=hold.block,
-        path=hold._path,
+    dataset = _shifted_s_dataset(
+        hold._source, hold._path, hold.pipeline, grid, np.repeat(frames, n_points), shifts, hold.block, pos_id
     )
     return CalibrationLattice(dataset, xs, ys, grid.shift_to_um(lattice_px), frames, n_holdout)
