@@ -13,8 +13,9 @@ For each optical thickness b it
    the run's QE and read noise and the bench's 2 µm mechanical vibration in quadrature
    (``analysis.crb.analytic_reference``, as ``specklab crb`` reports it; ``docs/bench-model.md``),
    rebuilt from the run's stored bench config.  It needs no estimation but ignores the per-frame max
-   normalisation, which can only remove information, so a network may not beat it.  The model-free ``specklab crb`` would need a ~50,000-frame fisher-scan
-   run per b; the static-optics CRB (no vibration) is printed for reference;
+   normalisation, which can only remove information, so a network may not beat it.  The model-free
+   ``specklab crb`` would need a ~50,000-frame fisher-scan run per b; the static-optics CRB (no
+   vibration) is printed for reference;
 3. trains CoordConv (default size, the paper's architecture) on the run's shifted S frames
    (``models.train.fit``, the same code as ``specklab train``; the evaluated weights are those of the
    epoch with the lowest held-out S error) and evaluates it on the D frames with the calibration-lattice
