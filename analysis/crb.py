@@ -193,11 +193,12 @@ def analytic_reference(
     ``VirtualBench.analytic_fisher`` (``devices/bench/fisher_truth.py``) with the total binning (camera x
     analysis), the camera's QE and read noise and the protocol's exposure. What it assumes, so what the
     ratio means: independent (binned) pixels -- exact at b = 0 with zero read noise (Poisson), and at
-    b > 0 with ``speckle_model="independent"`` (non-central chi-square); with pupil speckle it is an
-    approximation; the bench's mechanical vibration adds in quadrature (J = J0 (I + s² J0)⁻¹, exact when
-    J0 is far above or far below 1/s²). Neither the per-frame max normalisation nor background subtraction
-    is modelled (both can only lose information), and the CRB is that of unbinned-in-time single frames
-    at the reference.
+    b > 0 with ``speckle_model="independent"`` (non-central chi-square); with pupil speckle (correlated
+    pixels and bins) the exact *linear* Fisher information, a lower bound on J: that CRB is attained by
+    a locally linear estimator and the true bound can only be lower; the bench's mechanical vibration adds
+    in quadrature (J = J0 (I + s² J0)⁻¹, exact when J0 is far above or far below 1/s²). Neither the
+    per-frame max normalisation nor background subtraction is modelled (both can only lose information),
+    and the CRB is that of unbinned-in-time single frames at the reference.
     Returns None when the run cannot be reproduced (a camera ROI, bench code that refuses the config).
     """
     if truth.get("camera_roi"):
@@ -212,14 +213,12 @@ def analytic_reference(
         binning = int(truth["camera_binning"]) * int(bin_factor)
         ref = tuple(truth["reference_px"][:2])
         b = cfg.medium.optical_thickness
-        kw: dict[str, Any] = {}
-        if b == 0:
-            exposure = truth["exposure_s"]
-            kw = {
-                "qe": truth["qe"],
-                "read_noise_e": truth["read_noise_e"],
-                "exposure_s": None if not np.isfinite(exposure) else exposure,
-            }
+        exposure = truth["exposure_s"]
+        kw: dict[str, Any] = {
+            "qe": truth["qe"],
+            "read_noise_e": truth["read_noise_e"],
+            "exposure_s": None if not np.isfinite(exposure) else exposure,
+        }
         j = np.asarray(bench.analytic_fisher(ref, binning, **kw), dtype=np.float64)  # type: ignore[arg-type]
         crb = np.sqrt(np.diag(np.linalg.inv(j)))
     except (ValueError, np.linalg.LinAlgError):
@@ -230,7 +229,7 @@ def analytic_reference(
     elif cfg.medium.speckle_model == "independent":
         model = "speckle: non-central chi-square, independent pixels"
     else:
-        model = "speckle: non-central chi-square, pupil speckle (approximate mode count)"
+        model = "speckle: linear Fisher information, pupil speckle, exact covariance (CRB upper bound)"
     vibration = cfg.reflection.vibration_rms_um
     if vibration > 0:
         model += f" + {vibration:g} um rms vibration (Gaussian approximation)"

@@ -129,8 +129,8 @@ def test_analytic_fisher_adds_the_vibration_variance() -> None:
         assert np.allclose(crb, np.hypot(crb0, s), rtol=1e-9)
     assert np.allclose(bench.analytic_crb_um(b=2.5, binning=4), np.hypot(crb0, 2.0), rtol=1e-9)  # configured
     # a non-diagonal J0 (target off the symmetry point, unequal axes): the matrix formula itself
-    j0 = bench.analytic_fisher((530.3, 371.6), 1, b=1.0, vibration_um=0)
-    j = bench.analytic_fisher((530.3, 371.6), 1, b=1.0, vibration_um=1.5)
+    j0 = bench.analytic_fisher((513.3, 382.6), 4, b=1.0, vibration_um=0)  # in the frame, off-centre
+    j = bench.analytic_fisher((513.3, 382.6), 4, b=1.0, vibration_um=1.5)
     assert np.allclose(j, np.linalg.inv(np.linalg.inv(j0) + 1.5**2 * np.eye(2)), rtol=1e-9)
     # b = 0 with the defaults
     static = bench.analytic_crb_um(b=0.0, binning=4, vibration_um=0)

@@ -435,7 +435,10 @@ class ReflectionModel:
     def target_images(
         self, target_px: tuple[float, float], size_px: int | None = None
     ) -> tuple[np.ndarray, tuple, np.ndarray, tuple]:
-        """(I_c, dI_c/dtheta, I_t, dI_t/dtheta) in photons/s for a square target at continuous position.
+        """(E_c, dI_c/dtheta, I_t, dI_t/dtheta) for a square target at continuous position.
+
+        E_c: the coherent (ballistic) field, complex, |E_c|^2 = I_c in photons/s; I_t: the scattered
+        target light in photons/s.
 
         ``target_px`` = target centre (x = col, y = row) in DMD mirrors; derivatives are per
         camera pixel of displacement at the camera ((d/dx, d/dy)).
@@ -456,7 +459,6 @@ class ReflectionModel:
         e = sfft.ifft2(spec)[sl]
         dex = sfft.ifft2(-2j * np.pi * fx * spec)[sl]
         dey = sfft.ifft2(-2j * np.pi * fy * spec)[sl]
-        ic = self.k_coh * np.abs(e) ** 2
         dic = (2 * self.k_coh * np.real(np.conj(e) * dex), 2 * self.k_coh * np.real(np.conj(e) * dey))
         if self.k_target > 0 and self.sigma_env_px > 0:
             s = self.sigma_env_px
@@ -476,28 +478,13 @@ class ReflectionModel:
         else:
             it = np.zeros(self.shape)
             dit = (it, it)
-        return ic, dic, it, dit
+        return math.sqrt(self.k_coh) * e, dic, it, dit
 
     def coherence_area_px(self) -> float:
-        """Speckle coherence area sum_r |mu(r)|^2 in pixels (1 for independent pixels)."""
+        """Speckle coherence area sum_r |mu(r)|^2 in pixels (1 for independent pixels): the grain size."""
         if self.cfg.medium.speckle_model == "independent":
             return 1.0
         return 1.0 / (math.pi * self.f_cut**2)
-
-    def modes_per_bin(self, f: int) -> float:
-        """Goodman's number of speckle modes integrated by an f x f bin of point samples (>= 1)."""
-        if self.cfg.medium.speckle_model == "independent":
-            return float(f * f)
-        fy = sfft.fftfreq(self.shape[0])[:, None]
-        fx = sfft.fftfreq(self.shape[1])[None, :]
-        pupil = ((fy**2 + fx**2) <= self.f_cut**2).astype(float)
-        mu = sfft.ifft2(pupil)
-        mu2 = np.abs(mu / mu[0, 0]) ** 2
-        box = np.zeros(self.shape)
-        box[:f, :f] = 1.0
-        # sum over pairs in the bin of |mu(ri - rj)|^2 = sum_d (box autocorrelation)(d) |mu(d)|^2
-        acorr = np.real(sfft.ifft2(np.abs(sfft.fft2(box)) ** 2))
-        return float(f**4 / np.sum(acorr * mu2))
 
     def fisher_matrix(
         self,
@@ -512,7 +499,8 @@ class ReflectionModel:
         exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
         if method == "auto":
             method = "poisson" if self.b == 0 else "speckle"
-        ic, dic, it, dit = self.target_images(target_px)
+        ec, dic, it, dit = self.target_images(target_px)
+        ic = np.abs(ec) ** 2
         px = 1.0 / self.um_per_px  # d/dtheta_um = d/dx_px * px
         if method == "poisson":
             scale = exp_s * qe
@@ -520,21 +508,51 @@ class ReflectionModel:
             dl = tuple(ft.bin_image((dic[i] + dit[i]) * scale * px, binning) for i in range(2))
             j = ft.poisson_fisher_matrix(ft.bin_image(lam, binning), dl, binning**2 * read_noise_e**2)
             return j
-        if method != "speckle":
-            raise ValueError(f"method must be 'auto', 'poisson' or 'speckle', not {method!r}")
+        if method not in ("speckle", "linear"):
+            raise ValueError(f"method must be 'auto', 'poisson', 'speckle' or 'linear', not {method!r}")
         if self.b == 0:
             raise ValueError(
-                "the speckle model needs b > 0 (at b = 0 there is no diffuse light: use 'poisson')"
+                f"the {method} model needs b > 0 (at b = 0 there is no diffuse light: use 'poisson')"
             )
-        diff = it + self.i_flow_bg + self.i_wall
-        m = self.modes_per_bin(binning)
-        lam = ft.bin_image(ic, binning)
-        dlam = tuple(ft.bin_image(dic[i] * px, binning) for i in range(2))
-        dd = ft.bin_image(diff, binning)
-        ddd = tuple(ft.bin_image(dit[i] * px, binning) for i in range(2))
-        j = ft.speckle_fisher_matrix(lam, dlam, dd, ddd, max(1.0, m))
-        # correlated bins (grain larger than a bin): only f^2/(M A_c) of them are independent
-        return j * min(1.0, binning**2 / (max(1.0, m) * self.coherence_area_px()))
+        independent = self.cfg.medium.speckle_model == "independent"
+        if method == "speckle" and independent:
+            # exact: every bin sums f^2 independent modes (non-central chi-square)
+            diff = it + self.i_flow_bg + self.i_wall
+            lam = ft.bin_image(ic, binning)
+            dlam = tuple(ft.bin_image(dic[i] * px, binning) for i in range(2))
+            dd = ft.bin_image(diff, binning)
+            ddd = tuple(ft.bin_image(dit[i] * px, binning) for i in range(2))
+            return ft.speckle_fisher_matrix(lam, dlam, dd, ddd, float(binning**2))
+        # pupil speckle: neighbouring pixels and bins are correlated; no closed-form likelihood
+        return self.speckle_moments(target_px, binning, qe, read_noise_e, exp_s).fisher()
+
+    def speckle_moments(
+        self,
+        target_px: tuple[float, float],
+        binning: int = 1,
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+        exposure_s: float | None = None,
+    ) -> ft.BinnedSpeckleMoments:
+        """Exact mean and covariance (photo-electrons) of the informative bins, d mean/d theta per um.
+
+        What the linear Fisher information and the locally linear estimator are built from (b > 0).
+        """
+        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
+        ec, dic, it, dit = self.target_images(target_px)
+        px = 1.0 / self.um_per_px
+        independent = self.cfg.medium.speckle_model == "independent"
+        pupil = None if independent else med.circular_pupil_indices(self.shape, self.f_cut)
+        return ft.binned_speckle_moments(
+            ec,
+            np.sqrt(it + self.i_flow_bg),
+            self.i_wall,
+            ((dic[0] + dit[0]) * px, (dic[1] + dit[1]) * px),
+            ft.speckle_correlation(self.shape, pupil),
+            binning,
+            counts_per_photon=exp_s * qe,
+            read_var=binning**2 * read_noise_e**2,
+        )
 
     def with_thickness(self, b: float) -> Callable[[], None]:
         """Temporarily set b (returns a restore callable); used by analytic_crb_um(b=...)."""
