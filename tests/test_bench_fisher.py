@@ -127,8 +127,8 @@ def test_speckle_fisher_matches_monte_carlo_on_bench_frames() -> None:
 def test_crb_calibration_and_trend() -> None:
     """CRB ~ 5 um at b = 4.2 on 32x32 binned frames (seed 000 Fig. 3) and growing with b.
 
-    The total CRB of the default bench: static optics (kappa = 0.021: 4.56 um) and the 2 um vibration
-    in quadrature, 4.98 um; at b = 0 the vibration alone (2.0 um)."""
+    The total CRB of the default bench: static optics (kappa = 0.021: 4.32 um) and the 2 um vibration
+    in quadrature, 4.76 um; at b = 0 the vibration alone (2.0 um)."""
     bench = VirtualBench(BenchConfig(), SimClock())
     crbs = [bench.analytic_crb_um(b=b, binning=4)[0] for b in (0.0, 1.7, 2.5, 4.2, 5.0)]
     assert crbs[3] == pytest.approx(5.0, rel=0.1)

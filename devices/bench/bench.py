@@ -200,9 +200,11 @@ class VirtualBench:
         ``target_px``: target centre in DMD mirrors (x = col, y = row; default the DMD point on
         the camera centre); ``binning``: software binning factor; ``b``: optical thickness
         (default the configured one); ``method``: 'poisson' (shot + read noise; the only
-        photon noise at b = 0), 'speckle' (Rician / non-central chi-square, b > 0) or 'auto'.
-        ``qe``, ``read_noise_e``, ``exposure_s`` enter the Poisson model only (the speckle
-        model is scale-free). See devices/bench/fisher_truth.py and docs/bench-model.md.
+        photon noise at b = 0), 'speckle' (b > 0: non-central chi-square for independent-pixel
+        speckle, the exact linear Fisher information for the default pupil speckle), 'linear' or
+        'auto'. ``qe``, ``read_noise_e``, ``exposure_s`` enter the Poisson and linear models (the
+        non-central chi-square one is scale-free). See devices/bench/fisher_truth.py and
+        docs/bench-model.md.
 
         ``vibration_um``: RMS per axis s of the per-frame target displacement (None = the configured
         ``reflection.vibration_rms_um``, 0 = the static optics). With J0 the static-optics matrix,

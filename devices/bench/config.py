@@ -86,7 +86,8 @@ class MediumConfig(_Strict):
             "kappa in sigma_env = kappa * L * (1 - exp(-b)): lateral spread (Gaussian sigma) of target"
             " light that was scattered in the cuvette; calibrated so that the total analytic CRB at b = 4.2"
             " is ~5 um (seed 000 Results, Fig. 3) at binning 4 (32x32) with the default 2 um vibration"
-            " added in quadrature: 4.98 um (4.56 um for the static optics). See docs/bench-model.md"
+            " added in quadrature: 4.98 um with the earlier independent-cell speckle approximation, 4.76 um"
+            " (4.32 um static) with the exact linear bound. See docs/bench-model.md"
         ),
     )
     speckle_model: Literal["pupil", "independent"] = Field(

@@ -1,6 +1,7 @@
-"""Analytic Fisher information of the target position, where closed forms exist.
+"""Analytic Fisher information of the target position.
 
-Two statistical models of one (binned) camera pixel k, both with independent pixels:
+Two exact statistical models of one (binned) camera pixel k, both with independent pixels, and the
+linear Fisher information for correlated (pupil-limited) speckle, where no closed form exists (3.):
 
 1. Shot noise (b = 0, free space): counts ~ Poisson(lambda_k) with lambda_k the expected
    photo-electrons (QE x photons), plus Gaussian read noise of variance sigma_r^2 per
@@ -27,6 +28,11 @@ Two statistical models of one (binned) camera pixel k, both with independent pix
    when d >> 1 photon per mode, always the case on the bench for b > 0.05); it can only
    lower the true information (data processing inequality), so this is an upper bound
    that is tight in the speckle-limited regime.
+
+3. Correlated speckle (the bench's pupil speckle, grains spanning several pixels and bins):
+   J_lin = mu'^T Sigma^-1 mu' with the exact mean and covariance of the binned frame
+   (``binned_speckle_moments``). A lower bound on J for any distribution with these moments, so its
+   CRB is an upper bound on the true one, attained by the locally linear unbiased estimator.
 """
 
 from __future__ import annotations

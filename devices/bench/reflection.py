@@ -495,7 +495,12 @@ class ReflectionModel:
         read_noise_e: float = 0.0,
         exposure_s: float | None = None,
     ) -> np.ndarray:
-        """2x2 Fisher matrix of the target centre, in 1/um^2 at the sample (see fisher_truth)."""
+        """2x2 Fisher matrix of the target centre, in 1/um^2 at the sample (see fisher_truth).
+
+        ``method``: 'poisson' (shot + read noise, the model at b = 0); 'speckle' (b > 0): the exact
+        non-central chi-square value for independent-pixel speckle, the exact linear Fisher information
+        for pupil speckle; 'linear': the linear Fisher information for either speckle model; 'auto'.
+        """
         exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
         if method == "auto":
             method = "poisson" if self.b == 0 else "speckle"
