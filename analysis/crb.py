@@ -196,7 +196,8 @@ def analytic_reference(
     b > 0 with ``speckle_model="independent"`` (non-central chi-square); with pupil speckle (correlated
     pixels and bins) the exact *linear* Fisher information, a lower bound on J: that CRB is attained by
     a locally linear estimator and the true bound can only be lower; the bench's mechanical vibration adds
-    in quadrature (J = J0 (I + s² J0)⁻¹, exact when J0 is far above or far below 1/s²). Neither the
+    in quadrature (J = J0 (I + s² J0)⁻¹: exact when J0 is far above or far below 1/s², and in between a
+    bound for estimators unbiased over the field of view, docs/bench-model.md). Neither the
     per-frame max normalisation nor background subtraction is modelled (both can only lose information),
     and the CRB is that of unbinned-in-time single frames at the reference.
     Returns None when the run cannot be reproduced (a camera ROI, bench code that refuses the config).
@@ -232,7 +233,7 @@ def analytic_reference(
         model = "speckle: linear Fisher information, pupil speckle, exact covariance (CRB upper bound)"
     vibration = cfg.reflection.vibration_rms_um
     if vibration > 0:
-        model += f" + {vibration:g} um rms vibration (Gaussian approximation)"
+        model += f" + {vibration:g} um rms vibration in quadrature (bound for field-wide unbiased estimators)"
     notes = []
     if normalise:
         notes.append("frames were max-normalised: the analytic value ignores that (it loses information)")

@@ -213,7 +213,8 @@ class VirtualBench:
         position, position-independent Gaussian noise; Woodbury) and, for the real frames, a Gaussian
         approximation that is exact in both limits: J0 >> 1/s^2 (the frame pins theta + delta, whose
         spread s is then the whole error: b = 0 on this bench, J -> 1/s^2) and J0 << 1/s^2 (the
-        displacement is lost in the frame's own noise: J -> J0).
+        displacement is lost in the frame's own noise: J -> J0). In between, J^-1 is still a lower bound
+        on the covariance of every estimator unbiased over the whole field of view (docs/bench-model.md).
         """
         m = self._reflection()
         if binning < 1:
