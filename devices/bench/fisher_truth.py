@@ -232,14 +232,15 @@ def binned_speckle_moments(
     e, a = field[ys, xs].astype(complex), diffuse_amplitude[ys, xs].astype(float)
     hh, ww = correlation.shape
     nb, k = len(bins), f * f
-    cov = np.empty((nb, nb))
-    step = max(1, 4_000_000 // (k * k * nb))  # bins per chunk: ~4e6 pixel pairs
-    for b0 in range(0, nb, step):
-        i = slice(b0 * k, min(nb, b0 + step) * k)
+    cov = np.zeros((nb, nb))
+    n_pix = nb * k
+    rows_per_chunk = max(1, 4_000_000 // n_pix)  # ~4e6 pixel pairs in memory at a time
+    for p0 in range(0, n_pix, rows_per_chunk):
+        i = slice(p0, min(n_pix, p0 + rows_per_chunk))
         c = correlation[(ys[i, None] - ys[None, :]) % hh, (xs[i, None] - xs[None, :]) % ww]
         c *= np.multiply.outer(a[i], a) + wall_intensity  # C_ij
         c *= c + 2.0 * (np.multiply.outer(e[i].real, e.real) + np.multiply.outer(e[i].imag, e.imag))
-        cov[b0 : b0 + step] = c.reshape(-1, k, nb, k).sum(axis=(1, 3))
+        np.add.at(cov, np.arange(i.start, i.stop) // k, c.reshape(-1, nb, k).sum(axis=2))  # pixels -> bins
     q = counts_per_photon
     mean = (np.abs(e) ** 2 + a * a + wall_intensity).reshape(nb, k).sum(axis=1)
     sigma = q * q * cov
