@@ -149,6 +149,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.b is not None:
         result["b"] = args.b
     text = json.dumps(_json_safe(result), indent=None if args.json else 2)
+    for warning in result.get("warnings", []):
+        print(f"specklab evaluate: warning: {warning}", file=sys.stderr)
     if args.out:
         Path(args.out).write_text(text)
     if args.json:

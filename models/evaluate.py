@@ -44,8 +44,16 @@ __all__ = [
     "load_crb",
     "position_stats",
     "predict",
+    "response_slope",
     "summarise",
 ]
+
+MAX_CLIPPED_FRACTION = 0.01
+"""Above this share of test predictions stopped at the calibration lattice's edge, σ is only a lower bound.
+
+Why: a corrected estimate cannot leave the lattice box (no extrapolation of the bias field), so the tail of
+a wide, shrunk estimator (b = 5: response slope ~0.3) is cut off there and its σ comes out too small.
+"""
 
 
 @dataclass
@@ -117,14 +125,36 @@ def position_stats(pred_um: np.ndarray, true_um: np.ndarray, pos_id: np.ndarray)
     return out
 
 
+def response_slope(per_position: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per axis, the least-squares slope m' of the mean prediction against the true position.
+
+    σ / m' is what any bias correction makes of σ where the mean response is linear, and unlike the
+    corrected σ it needs no calibration lattice, so it stays meaningful where the correction cannot
+    follow the estimates (:data:`MAX_CLIPPED_FRACTION`).  NaN for an axis along which the positions do
+    not vary.
+    """
+    t = np.array([p["true_um"] for p in per_position], float).reshape(-1, 2)
+    m = np.array([p["mean_um"] for p in per_position], float).reshape(-1, 2)
+    tc = t - t.mean(axis=0)
+    var = (tc**2).sum(axis=0)
+    cov = (tc * (m - m.mean(axis=0))).sum(axis=0)
+    return [float(c / v) if v > 0 else float("nan") for c, v in zip(cov, var, strict=True)]
+
+
 def summarise(per_position: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Averages over positions: mean σ, mean |bias|, signed mean bias and quartiles (for IQR bands)."""
+    """Averages over positions: mean σ, mean |bias|, signed mean bias and quartiles (for IQR bands).
+
+    Also the response slope m' (:func:`response_slope`) and σ / m'.
+    """
     if not per_position:
         nan2 = [float("nan")] * 2
         return {"sigma_um": nan2, "bias_um": nan2, "bias_signed_um": nan2, "n_positions": 0}
     s = np.array([p["sigma_um"] for p in per_position])
     b = np.array([p["bias_um"] for p in per_position])
+    slope = np.array(response_slope(per_position))
     return {
+        "response_slope": slope.tolist(),
+        "sigma_over_slope_um": (s.mean(axis=0) / slope).tolist(),
         "sigma_um": s.mean(axis=0).tolist(),
         "bias_um": np.abs(b).mean(axis=0).tolist(),
         "bias_signed_um": b.mean(axis=0).tolist(),
@@ -329,6 +359,13 @@ def load_crb(path: str | Path | None) -> list[float] | None:
     return [float(c) for c in crb]
 
 
+def _clipped_warning(fraction: float) -> str:
+    return (
+        f"{fraction:.1%} of the corrected predictions stopped at the calibration lattice's edge: their errors"
+        " are cut off there, so sigma_um is a lower bound, not the estimator's precision"
+    )
+
+
 def _with_crb(result: dict[str, Any], crb: Sequence[float] | None) -> dict[str, Any]:
     if crb is not None:
         result["crb_um"] = list(crb)
@@ -368,6 +405,10 @@ def evaluate_predictions(
         result["bias_corrected"] = True
         result["uncorrected"] = raw
         result["lattice"] = {**dict(lattice_meta or {}), **corr.summary(), "inversion": corr.inversion}
+        clipped = corr.inversion["n_unsolved"] / max(1, test.pos_id.size)
+        result["clipped_fraction"] = clipped
+        if clipped > MAX_CLIPPED_FRACTION:
+            result["warnings"] = [_clipped_warning(clipped)]
     else:
         result.update(raw)
     return _with_crb(result, crb)
@@ -481,7 +522,10 @@ def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any
         "sigma_samples_um": samples.T.tolist(),
         "per_position": [p for r in results for p in r["per_position"]],
         "bias_corrected": all(bool(r.get("bias_corrected")) for r in results),
+        "clipped_fraction": max((float(r.get("clipped_fraction", 0.0)) for r in results), default=0.0),
     }
+    if out["clipped_fraction"] > MAX_CLIPPED_FRACTION:
+        out["warnings"] = [_clipped_warning(out["clipped_fraction"])]
     for key in ("crb_um", "b", "arch", "run"):
         if key in results[0]:
             out[key] = results[0][key]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models.evaluate import (
+    MAX_CLIPPED_FRACTION,
     LatticeBiasCorrector,
     Predictions,
     aggregate_evaluations,
@@ -38,6 +39,7 @@ def test_position_stats_and_summary() -> None:
     assert s["sigma_um"] == pytest.approx([2.0, 3.0], rel=0.08)
     assert s["bias_um"] == pytest.approx([0.5, 1.0], abs=0.3)
     assert s["bias_signed_um"] == pytest.approx([0.5, -1.0], abs=0.1)
+    assert s["response_slope"] == pytest.approx([1.0, 1.0], abs=0.02)
     assert pp[0]["true_um"] == pytest.approx(list(pos[0]))
 
 
@@ -146,6 +148,39 @@ def test_evaluate_predictions_reports_corrected_values_lattice_and_crb_ratio() -
     assert len(lat["bias_rms_um"]) == 2 and lat["bias_rms_um"][0] > 0.5 and "inversion" in lat
     raw = evaluate_predictions(test, None)
     assert not raw["bias_corrected"] and "sigma_over_crb" not in raw and "lattice" not in raw
+
+
+def test_errors_cut_off_at_the_lattice_edge_are_flagged_as_a_lower_bound() -> None:
+    """A weak, shrunk estimator (slope 0.3, as CoordConv at b = 5): corrected σ ~ 7 µm near a ±12 µm box.
+
+    The corrected estimates cannot leave the box, so the reported σ comes out below the estimator's
+    true 0.3σ / 0.3 and the evaluation must say so instead of passing it off as the precision.
+    """
+    rng = np.random.default_rng(5)
+    pos = _grid_positions()  # ±10 µm, like the D grid
+    pid = np.repeat(np.arange(25), 400)
+    true = pos[pid]
+    g = (np.arange(9) - 4) * 3.0  # lattice ±12 µm
+    lt = np.repeat(np.array([(x, y) for y in g for x in g]), 200, axis=0)
+
+    def evaluate(slope: float, noise: float) -> dict:
+        test = Predictions(slope * true + rng.normal(0, noise, true.shape), true, pid, 1.0)
+        lat_pred = slope * lt + rng.normal(0, noise, lt.shape)
+        lattice = Predictions(lat_pred, lt, np.zeros(len(lt), np.int64), 1.0)
+        return evaluate_predictions(test, lattice)
+
+    sharp = evaluate(0.9, 0.5)  # 0.56 µm: nothing reaches the edge
+    assert sharp["clipped_fraction"] <= MAX_CLIPPED_FRACTION and "warnings" not in sharp
+    slope, noise = 0.3, 2.1  # the estimator's own precision: noise / slope = 7 µm
+    res = evaluate(slope, noise)
+    assert res["clipped_fraction"] > 0.05
+    assert np.mean(res["sigma_um"]) < 0.9 * noise / slope  # what the flag is for: σ is truncated
+    assert len(res["warnings"]) == 1 and "lower bound" in res["warnings"][0]
+    # the lattice-free figure of merit is not cut off: uncorrected σ / slope = the estimator's 7 µm
+    assert res["uncorrected"]["response_slope"] == pytest.approx([slope, slope], rel=0.05)
+    assert res["uncorrected"]["sigma_over_slope_um"] == pytest.approx([noise / slope] * 2, rel=0.06)
+    agg = aggregate_evaluations([res, {**res, "clipped_fraction": 0.0, "warnings": []}])
+    assert agg["clipped_fraction"] == res["clipped_fraction"] and "lower bound" in agg["warnings"][0]
 
 
 def test_aggregate_over_repeats() -> None:
