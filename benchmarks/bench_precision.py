@@ -24,7 +24,7 @@ For each optical thickness b it
 4. prints σ/CRB per axis (with the statistical error of σ: σ/sqrt(2(n-1)P) for P positions of n frames),
    the bias-corrected |bias|/σ, and whether the targets hold: the network learnt (``models.train.learnt``:
    its best held-out error is below 95 % of a constant guess's), σ/CRB ≤ 1.2, |bias| < σ/3, σ not
-   below the CRB by more than 2 errors of σ, and at most 1 % of the corrected predictions stopped at the
+   below the CRB by more than 2 errors of σ, and at most 2 % of the corrected predictions stopped at the
    calibration lattice's edge (``clipped``: beyond that σ is only a lower bound).  It also prints the
    lattice-free figure of merit σ/m′/CRB: the uncorrected σ over the response slope m′ of the mean
    prediction against the true position (``models.evaluate.response_slope``), which is what a correction

@@ -48,11 +48,14 @@ __all__ = [
     "summarise",
 ]
 
-MAX_CLIPPED_FRACTION = 0.01
+MAX_CLIPPED_FRACTION = 0.02
 """Above this share of test predictions stopped at the calibration lattice's edge, σ is only a lower bound.
 
 Why: a corrected estimate cannot leave the lattice box (no extrapolation of the bias field), so the tail of
-a wide, shrunk estimator (b = 5: response slope ~0.3) is cut off there and its σ comes out too small.
+a wide, shrunk estimator is cut off there and its σ comes out too small (CoordConv at b = 5: 91 % clipped,
+corrected σ 8.2 µm against 22 µm from its response slope).  Why 2 %: Gaussian errors clipped on one side
+lose about as much of σ as the share clipped (1 % -> 1.1 %, 5 % -> 4.4 %, 10 % -> 8.5 %), and beyond 2 %
+that exceeds twice the ~1 % statistical error of σ at the benchmark's run sizes.
 """
 
 
