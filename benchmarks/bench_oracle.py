@@ -70,8 +70,8 @@ class GridLikelihood:
     """The Gaussian likelihood of a frame's informative bins on a grid of target offsets (um).
 
     Exact mean image at every grid point; the covariance of the nominal position everywhere (Sigma changes
-    with theta too, but letting it do so, piecewise on a 1 um grid with its log-determinant, was measured
-    to change nothing at b = 2.5: the estimators below are limited by the mean image, not by Sigma).
+    with theta too, but letting it do so, piecewise on a 1 um grid with its log-determinant, did not help
+    at b = 2.5: rigid ML 1.79 / 1.92 x CRB0 on 300 frames, against 1.58 / 1.77).
     """
 
     def __init__(self, bench: VirtualBench, half_um: float, step_um: float) -> None:
