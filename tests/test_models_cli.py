@@ -76,6 +76,8 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     assert lat["range_um"] == [[-6.0, 6.0], [-6.0, 6.0]]  # covers the D grid's ±4 µm plus a step
     assert len(lat["bias_rms_um"]) == 2 and all(v >= 0 for v in lat["bias_rms_um"])
     assert lat["inversion"]["n_unsolved"] == 0
+    assert res["clipped_fraction"] == 0 and "warnings" not in res
+    assert all(0.5 < m < 1.5 for m in res["uncorrected"]["response_slope"])  # tracks the D grid
     assert lat["residual_rms_um"] == pytest.approx(lat["se_rms_um"], rel=0.2)  # s = Σ SE² is met
     # sanity only (the known-answer test is in test_models_evaluate): this tiny model's σ (~0.07 µm) is far
     # below the 0.5 µm pixel, its bias has pixel-scale structure that no smooth field resolves
@@ -103,6 +105,10 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     raw = json.loads(capsys.readouterr().out)
     assert not raw["bias_corrected"] and "lattice" not in raw
     assert raw["sigma_um"] == pytest.approx(res["uncorrected"]["sigma_um"])
+
+    assert _run(["evaluate", str(model), str(run), "--lattice-side", "5", "--lattice-frames", "20"]) == 0
+    line = capsys.readouterr().out  # the human-readable summary
+    assert line.startswith("σ = (") and "uncorrected σ/m′ = (" in line and "clipped 0.0%" in line
 
     assert _run(["evaluate", str(tmp_path / "missing.pt"), str(run), "--json"]) == 2
 
