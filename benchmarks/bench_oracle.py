@@ -28,7 +28,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ CENTRE = (511, 383)  # DMD mirror (x, y) imaged on the camera centre
 SENSOR = {"qe": 0.6, "read_noise_e": 1.38}  # the simulated sCMOS (devices/bench/sensor.py)
 FRAME_INTERVAL_S = 0.0333  # bsbd: the flowing speckle decorrelates between frames
 BINNING = 4
+ESTIMATORS = ("linear", "ml", "posterior_mean")
 
 
 def square(x: int, y: int) -> np.ndarray:
@@ -147,18 +147,14 @@ def main() -> None:
         likelihood = GridLikelihood(bench, args.grid_half_um, args.grid_step_um)
         weights, nominal = likelihood.moments.estimator_weights(), likelihood.moments.mean
         rows, cols = likelihood.rows, likelihood.cols
-        estimators: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-            "linear": lambda f, w=weights, m=nominal, r=rows, c=cols: w @ (f[r, c] - m),
-            "ml": lambda f, lk=likelihood: lk.estimate(f)[0],
-            "posterior_mean": lambda f, lk=likelihood: lk.estimate(f)[1],
-        }
-        estimates: dict[str, dict[int, np.ndarray]] = {k: {} for k in estimators}
+        estimates: dict[str, dict[int, np.ndarray]] = {k: {} for k in ESTIMATORS}
         step_um = args.slope_mirrors * bench._reflection().um_per_mirror
         result: dict = {"crb_um": crb.tolist(), "vibration_rms_um": cfg.reflection.vibration_rms_um}
         for dx in (-1, 0, 1):
             frames = list(draw(bench, clock, shown, CENTRE[0] + dx * args.slope_mirrors, args.frames, rng))
-            for key, estimator in estimators.items():
-                estimates[key][dx] = np.array([estimator(f) for f in frames])
+            estimates["linear"][dx] = np.array([weights @ (f[rows, cols] - nominal) for f in frames])
+            grid_estimates = np.array([likelihood.estimate(f) for f in frames])  # (n, ml | mean, xy)
+            estimates["ml"][dx], estimates["posterior_mean"][dx] = grid_estimates[:, 0], grid_estimates[:, 1]
             if dx == 0 and name == "rigid":  # the linear estimator is at the truth only here
                 sigma = estimates["linear"][0].std(axis=0, ddof=1)
                 result["at_truth"] = {"sigma_um": sigma.tolist(), "sigma_over_crb": (sigma / crb).tolist()}
@@ -173,7 +169,7 @@ def main() -> None:
         if "at_truth" in res:
             rx, ry = res["at_truth"]["sigma_over_crb"]
             print(f"    linear at the truth: {rx:.3f}, {ry:.3f}")
-        for key in estimators:
+        for key in ESTIMATORS:
             rx, ry = res[key]["sigma_over_crb"]
             print(f"    {key}: {rx:.2f}, {ry:.2f}  (m' {res[key]['slope_x']:.2f})")
     print(json.dumps(out))

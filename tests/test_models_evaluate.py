@@ -154,7 +154,7 @@ def test_errors_cut_off_at_the_lattice_edge_are_flagged_as_a_lower_bound() -> No
     """A weak, shrunk estimator (slope 0.3, as CoordConv at b = 5): corrected σ ~ 7 µm near a ±12 µm box.
 
     The corrected estimates cannot leave the box, so the reported σ comes out below the estimator's
-    true 0.3σ / 0.3 and the evaluation must say so instead of passing it off as the precision.
+    true noise / slope and the evaluation must say so instead of passing it off as the precision.
     """
     rng = np.random.default_rng(5)
     pos = _grid_positions()  # ±10 µm, like the D grid
