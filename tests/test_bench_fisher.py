@@ -176,3 +176,20 @@ def test_locally_linear_estimator_attains_the_pupil_speckle_crb() -> None:
     sigma = estimates.std(axis=0, ddof=1)
     assert np.allclose(sigma / crb, 1.0, atol=0.06), (sigma, crb)  # 4 standard errors
     assert np.all(np.abs(estimates.mean(axis=0)) < 4 * crb / np.sqrt(n))
+
+
+def test_pair_distances_rise_with_the_crb_slope_then_saturate() -> None:
+    """The Ziv-Zakai input at b = 2.5: d(h) -> sqrt(J) h for small h (the analytic CRB's model); far apart,
+    the two images no longer overlap and d stops growing (what makes the threshold regime)."""
+    sensor = {"qe": 0.6, "read_noise_e": 1.38}
+    bench = VirtualBench(
+        BenchConfig(seed=4, medium={"optical_thickness": 2.5}, reflection={"vibration_rms_um": 0.0}),
+        SimClock(),
+    )
+    target = (511.0, 383.0)
+    j = bench.analytic_fisher(target, 4, **sensor)
+    near, far = bench.pair_distances(np.array([0.05, 16.0]), 0, target, 4, **sensor)
+    assert near / 0.05 == pytest.approx(np.sqrt(j[0, 0]), rel=0.02)
+    assert far < 0.5 * 16.0 * np.sqrt(j[0, 0])
+    with pytest.raises(ValueError, match="axis"):
+        bench.pair_distances(np.array([1.0]), 2)

@@ -235,6 +235,36 @@ class VirtualBench:
         j = j0 @ np.linalg.inv(np.eye(2) + s * s * j0)
         return 0.5 * (j + j.T)
 
+    def pair_distances(
+        self,
+        shifts_um: np.ndarray,
+        axis: int = 0,
+        target_px: tuple[float, float] | None = None,
+        binning: int = 1,
+        *,
+        b: float | None = None,
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+    ) -> np.ndarray:
+        """Distances d(h) between frames of targets h um apart along ``axis`` (0 = x), static optics.
+
+        The input of the Ziv-Zakai bound (``analysis.ziv_zakai.gaussian_zzb``), which follows the analytic
+        CRB's frame model into the threshold regime (ReflectionModel.pair_distances; docs/precision.md).
+        """
+        if axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis}")
+        shifts = np.asarray(shifts_um, dtype=float)
+        if shifts.ndim != 1 or shifts.size == 0 or np.any(shifts <= 0):
+            raise ValueError("shifts_um must be a non-empty 1-D array of positive shifts")
+        m = self._reflection()
+        tp = target_px if target_px is not None else m.dmd_center
+        with self._lock:
+            restore = m.with_thickness(self.config.medium.optical_thickness if b is None else b)
+            try:
+                return m.pair_distances(tp, shifts, axis, binning, qe, read_noise_e)
+            finally:
+                restore()
+
     def analytic_crb_um(
         self,
         b: float | None = None,

@@ -182,6 +182,14 @@ class BinnedSpeckleMoments:
         j = self.dmean.T @ self._whitened_dmean()
         return 0.5 * (j + j.T)
 
+    def distance(self, other: BinnedSpeckleMoments) -> float:
+        """Mahalanobis distance between the two means under the pooled covariance (same bins needed)."""
+        if not np.array_equal(self.bins, other.bins):
+            raise ValueError("the two moments must be on the same bins")
+        difference = other.mean - self.mean
+        pooled = linalg.cho_factor(0.5 * (self.covariance + other.covariance))
+        return float(np.sqrt(difference @ linalg.cho_solve(pooled, difference)))
+
     def estimator_weights(self) -> np.ndarray:
         """(2, n) W of the locally linear unbiased estimator theta0 + W (S - mean), covariance J^-1."""
         sw = self._whitened_dmean()
@@ -198,6 +206,7 @@ def binned_speckle_moments(
     counts_per_photon: float = 1.0,
     read_var: float = 0.0,
     margin_px: int = 8,
+    bins: np.ndarray | None = None,
 ) -> BinnedSpeckleMoments:
     """Mean, exact covariance and mean derivative of binned speckle frames, for the linear Fisher information.
 
@@ -220,12 +229,17 @@ def binned_speckle_moments(
     makes unbinned frames well posed: a band-limited field has band-limited intensity, whose noise-free
     covariance is singular. Only the bins holding the information (and ``margin_px`` around them) enter;
     the others would only help to cancel correlated speckle, so J is then a slightly smaller, still
-    valid, lower bound.
+    valid, lower bound. ``bins`` ((n, 2) bin row, col) overrides that choice: comparing two target
+    positions (``ReflectionModel.pair_distances``) needs the moments of both on the same bins.
     """
     f = binning
     diffuse = diffuse_amplitude**2 + wall_intensity
-    pixel_var = diffuse * (diffuse + 2.0 * np.abs(field) ** 2) + 1e-300  # the diagonal of C, below
-    bins = _signal_bins(dmean, pixel_var, f, margin_px)
+    q = counts_per_photon
+    if bins is None:
+        # per-pixel count variance: the diagonal of the speckle covariance below, shot and read noise
+        intensity = np.abs(field) ** 2 + diffuse
+        pixel_var = q * q * diffuse * (diffuse + 2.0 * np.abs(field) ** 2) + q * intensity + read_var / f**2
+        bins = _signal_bins((q * dmean[0], q * dmean[1]), pixel_var + 1e-300, f, margin_px)
     within = np.argwhere(np.ones((f, f), bool))
     ys = (bins[:, None, 0] * f + within[None, :, 0]).ravel()  # pixels, bin by bin
     xs = (bins[:, None, 1] * f + within[None, :, 1]).ravel()
@@ -241,7 +255,6 @@ def binned_speckle_moments(
         c *= np.multiply.outer(a[i], a) + wall_intensity  # C_ij
         c *= c + 2.0 * (np.multiply.outer(e[i].real, e.real) + np.multiply.outer(e[i].imag, e.imag))
         np.add.at(cov, np.arange(i.start, i.stop) // k, c.reshape(-1, nb, k).sum(axis=2))  # pixels -> bins
-    q = counts_per_photon
     mean = (np.abs(e) ** 2 + a * a + wall_intensity).reshape(nb, k).sum(axis=1)
     sigma = q * q * cov
     sigma[np.diag_indices_from(sigma)] += q * mean + read_var

@@ -538,10 +538,12 @@ class ReflectionModel:
         qe: float = 1.0,
         read_noise_e: float = 0.0,
         exposure_s: float | None = None,
+        bins: np.ndarray | None = None,
     ) -> ft.BinnedSpeckleMoments:
         """Exact mean and covariance (photo-electrons) of the informative bins, d mean/d theta per um.
 
         What the linear Fisher information and the locally linear estimator are built from (b > 0).
+        ``bins`` ((n, 2) row, col) replaces the informative bins of this position.
         """
         exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
         ec, dic, it, dit = self.target_images(target_px)
@@ -557,7 +559,45 @@ class ReflectionModel:
             binning,
             counts_per_photon=exp_s * qe,
             read_var=binning**2 * read_noise_e**2,
+            bins=bins,
         )
+
+    def pair_distances(
+        self,
+        target_px: tuple[float, float],
+        shifts_um: np.ndarray,
+        axis: int,
+        binning: int = 1,
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+    ) -> np.ndarray:
+        """Mahalanobis distance between frames of the target at -h/2 and +h/2 along ``axis``, per shift h.
+
+        What the Ziv-Zakai bound is built from (analysis/ziv_zakai.py). Both positions' exact moments on
+        the same bins: the informative bins of ``target_px``, widened along the axis to hold both images.
+        The covariance is the two positions' mean (pooled), so d -> sqrt(J) h for small h with J the
+        linear Fisher information of the analytic CRB: the bound follows that CRB's Gaussian model of the
+        frames into the threshold regime. ``axis``: 0 = x (columns), 1 = y (rows); shifts in um.
+        """
+        shifts = np.asarray(shifts_um, dtype=float)
+        moments = {"binning": binning, "qe": qe, "read_noise_e": read_noise_e}
+        nominal = self.speckle_moments(target_px, **moments).bins
+        reach = int(np.ceil(shifts.max() / 2 / self.um_per_px / binning))
+        step = np.zeros(2, int)
+        step[1 - axis] = 1  # bins are (row, col): x moves along columns
+        widened = np.concatenate([nominal + k * step for k in range(-reach, reach + 1)])
+        limit = np.array(self.shape) // binning
+        bins = np.unique(widened[np.all((widened >= 0) & (widened < limit), axis=1)], axis=0)
+        out = np.empty(shifts.size)
+        for i, h in enumerate(shifts):
+            offset = np.zeros(2)
+            offset[axis] = h / 2 / self.um_per_mirror
+            pair = [
+                self.speckle_moments(tuple(np.add(target_px, s * offset)), bins=bins, **moments)
+                for s in (-1, 1)
+            ]
+            out[i] = pair[0].distance(pair[1])
+        return out
 
     def with_thickness(self, b: float) -> Callable[[], None]:
         """Temporarily set b (returns a restore callable); used by analytic_crb_um(b=...)."""
