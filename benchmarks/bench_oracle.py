@@ -82,13 +82,13 @@ class GridLikelihood:
         self.rows, self.cols = nominal.bins.T
         self.grid = np.arange(-half_um, half_um + 1e-9, step_um)
         self.step = step_um
-        q = bench.config.reflection.exposure_s * SENSOR["qe"]
-        means = []
-        for gy in self.grid:
-            for gx in self.grid:
-                ec, _, it, _ = model.target_images((CENTRE[0] + gx / um, CENTRE[1] + gy / um))
-                img = np.abs(ec) ** 2 + it + model.i_flow_bg + model.i_wall
-                means.append(q * ft.bin_image(img, BINNING)[self.rows, self.cols])
+        means = [
+            model.mean_counts((CENTRE[0] + gx / um, CENTRE[1] + gy / um), BINNING, SENSOR["qe"])[
+                self.rows, self.cols
+            ]
+            for gy in self.grid
+            for gx in self.grid
+        ]
         self.chol = linalg.cholesky(nominal.covariance, lower=True)
         self.white_means = linalg.solve_triangular(self.chol, np.array(means).T, lower=True).T
         self.white_norms = (self.white_means**2).sum(axis=1)

@@ -179,8 +179,9 @@ def test_locally_linear_estimator_attains_the_pupil_speckle_crb() -> None:
 
 
 def test_pair_distances_rise_with_the_crb_slope_then_saturate() -> None:
-    """The Ziv-Zakai input at b = 2.5: d(h) -> sqrt(J) h for small h (the analytic CRB's model); far apart,
-    the two images no longer overlap and d stops growing (what makes the threshold regime)."""
+    """The Ziv-Zakai and Barankin inputs at b = 2.5: d(h) -> sqrt(J) h and G_ii -> J h^2 for small h (the
+    analytic CRB's model); far apart, the two images no longer overlap and d stops growing (what makes the
+    threshold regime)."""
     sensor = {"qe": 0.6, "read_noise_e": 1.38}
     bench = VirtualBench(
         BenchConfig(seed=4, medium={"optical_thickness": 2.5}, reflection={"vibration_rms_um": 0.0}),
@@ -191,5 +192,9 @@ def test_pair_distances_rise_with_the_crb_slope_then_saturate() -> None:
     near, far = bench.pair_distances(np.array([0.05, 16.0]), 0, target, 4, **sensor)
     assert near / 0.05 == pytest.approx(np.sqrt(j[0, 0]), rel=0.02)
     assert far < 0.5 * 16.0 * np.sqrt(j[0, 0])
+    gram = bench.mean_difference_gram(np.array([0.05, -9.86]), 0, target, 4, **sensor)  # the Barankin input
+    assert gram[0, 0] / 0.05**2 == pytest.approx(j[0, 0], rel=0.02)
+    assert np.all(np.linalg.eigvalsh(gram) > 0)
+    assert gram[1, 1] < 0.5 * 9.86**2 * j[0, 0]
     with pytest.raises(ValueError, match="axis"):
         bench.pair_distances(np.array([1.0]), 2)

@@ -251,17 +251,56 @@ class VirtualBench:
         The input of the Ziv-Zakai bound (``analysis.ziv_zakai.gaussian_zzb``), which follows the analytic
         CRB's frame model into the threshold regime (ReflectionModel.pair_distances; docs/precision.md).
         """
-        if axis not in (0, 1):
-            raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis}")
         shifts = np.asarray(shifts_um, dtype=float)
         if shifts.ndim != 1 or shifts.size == 0 or np.any(shifts <= 0):
             raise ValueError("shifts_um must be a non-empty 1-D array of positive shifts")
+        return self._static_model_call(
+            "pair_distances", shifts, axis, target_px, binning, b, qe, read_noise_e
+        )
+
+    def mean_difference_gram(
+        self,
+        offsets_um: np.ndarray,
+        axis: int = 0,
+        target_px: tuple[float, float] | None = None,
+        binning: int = 1,
+        *,
+        b: float | None = None,
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+    ) -> np.ndarray:
+        """Gram matrix of the whitened mean-frame changes for test offsets (um) along ``axis``, static optics.
+
+        The input of the Barankin bound (``analysis.barankin.gaussian_barankin_variance``): the variance
+        floor of estimators unbiased at every offset (ReflectionModel.mean_difference_gram).
+        """
+        offsets = np.asarray(offsets_um, dtype=float)
+        if offsets.ndim != 1 or offsets.size == 0 or np.any(offsets == 0):
+            raise ValueError("offsets_um must be a non-empty 1-D array of non-zero offsets")
+        return self._static_model_call(
+            "mean_difference_gram", offsets, axis, target_px, binning, b, qe, read_noise_e
+        )
+
+    def _static_model_call(
+        self,
+        method: str,
+        offsets: np.ndarray,
+        axis: int,
+        target_px: tuple[float, float] | None,
+        binning: int,
+        b: float | None,
+        qe: float,
+        read_noise_e: float,
+    ) -> np.ndarray:
+        """Run a ReflectionModel method over target offsets at thickness ``b`` (default the configured)."""
+        if axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis}")
         m = self._reflection()
         tp = target_px if target_px is not None else m.dmd_center
         with self._lock:
             restore = m.with_thickness(self.config.medium.optical_thickness if b is None else b)
             try:
-                return m.pair_distances(tp, shifts, axis, binning, qe, read_noise_e)
+                return getattr(m, method)(tp, offsets, axis, binning, qe, read_noise_e)
             finally:
                 restore()
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import special
+from scipy import linalg, special
 
 from devices.bench import fisher_truth as ft
 from devices.bench import medium as med
@@ -562,6 +562,36 @@ class ReflectionModel:
             bins=bins,
         )
 
+    def mean_counts(
+        self,
+        target_px: tuple[float, float],
+        binning: int = 1,
+        qe: float = 1.0,
+        exposure_s: float | None = None,
+    ) -> np.ndarray:
+        """Expected photo-electrons per bin of the frame with the target at ``target_px`` (whole frame).
+
+        The mean of the speckle model (|E_c|^2 + I_t + I_bg + I_wall): what a likelihood over many
+        candidate positions needs, without the covariance that ``speckle_moments`` also computes.
+        """
+        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
+        ec, _, it, _ = self.target_images(target_px)
+        return exp_s * qe * ft.bin_image(np.abs(ec) ** 2 + it + self.i_flow_bg + self.i_wall, binning)
+
+    def _widened_bins(self, nominal: np.ndarray, reach_um: float, axis: int, binning: int) -> np.ndarray:
+        """``nominal`` bins (row, col) widened by ``reach_um`` both ways along ``axis`` (0 = x), in frame."""
+        reach = int(np.ceil(reach_um / self.um_per_px / binning))
+        step = np.zeros(2, int)
+        step[1 - axis] = 1  # bins are (row, col): x moves along columns
+        widened = np.concatenate([nominal + k * step for k in range(-reach, reach + 1)])
+        limit = np.array(self.shape) // binning
+        return np.unique(widened[np.all((widened >= 0) & (widened < limit), axis=1)], axis=0)
+
+    def _moved(self, target_px: tuple[float, float], offset_um: float, axis: int) -> tuple[float, float]:
+        moved = np.array(target_px, dtype=float)
+        moved[axis] += offset_um / self.um_per_mirror
+        return (float(moved[0]), float(moved[1]))
+
     def pair_distances(
         self,
         target_px: tuple[float, float],
@@ -582,22 +612,44 @@ class ReflectionModel:
         shifts = np.asarray(shifts_um, dtype=float)
         moments = {"binning": binning, "qe": qe, "read_noise_e": read_noise_e}
         nominal = self.speckle_moments(target_px, **moments).bins
-        reach = int(np.ceil(shifts.max() / 2 / self.um_per_px / binning))
-        step = np.zeros(2, int)
-        step[1 - axis] = 1  # bins are (row, col): x moves along columns
-        widened = np.concatenate([nominal + k * step for k in range(-reach, reach + 1)])
-        limit = np.array(self.shape) // binning
-        bins = np.unique(widened[np.all((widened >= 0) & (widened < limit), axis=1)], axis=0)
+        bins = self._widened_bins(nominal, shifts.max() / 2, axis, binning)
         out = np.empty(shifts.size)
         for i, h in enumerate(shifts):
-            offset = np.zeros(2)
-            offset[axis] = h / 2 / self.um_per_mirror
             pair = [
-                self.speckle_moments(tuple(np.add(target_px, s * offset)), bins=bins, **moments)
+                self.speckle_moments(self._moved(target_px, s * h / 2, axis), bins=bins, **moments)
                 for s in (-1, 1)
             ]
             out[i] = pair[0].distance(pair[1])
         return out
+
+    def mean_difference_gram(
+        self,
+        target_px: tuple[float, float],
+        offsets_um: np.ndarray,
+        axis: int,
+        binning: int = 1,
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+    ) -> np.ndarray:
+        """G_ij = (mu_i - mu_0)^T Sigma_0^-1 (mu_j - mu_0) for the target moved by offsets h_i along ``axis``.
+
+        What the Barankin bound is built from (analysis/barankin.py): mu_i the exact mean frame at each
+        test point, Sigma_0 the exact covariance at ``target_px``, on its informative bins widened to hold
+        every test point's image. G_ii = h_i^2 J for small h_i (the linear Fisher information of the CRB).
+        """
+        offsets = np.asarray(offsets_um, dtype=float)
+        moments = {"binning": binning, "qe": qe, "read_noise_e": read_noise_e}
+        nominal = self.speckle_moments(target_px, **moments).bins
+        at_target = self.speckle_moments(
+            target_px, bins=self._widened_bins(nominal, np.abs(offsets).max(), axis, binning), **moments
+        )
+        rows, cols = at_target.bins.T
+        moved = np.array(
+            [self.mean_counts(self._moved(target_px, h, axis), binning, qe)[rows, cols] for h in offsets]
+        )
+        chol = linalg.cholesky(at_target.covariance, lower=True)
+        white = linalg.solve_triangular(chol, (moved - at_target.mean).T, lower=True)
+        return white.T @ white
 
     def with_thickness(self, b: float) -> Callable[[], None]:
         """Temporarily set b (returns a restore callable); used by analytic_crb_um(b=...)."""
