@@ -587,7 +587,9 @@ class ReflectionModel:
         limit = np.array(self.shape) // binning
         return np.unique(widened[np.all((widened >= 0) & (widened < limit), axis=1)], axis=0)
 
-    def _moved(self, target_px: tuple[float, float], offset_um: float, axis: int) -> tuple[float, float]:
+    def _target_moved_by(
+        self, target_px: tuple[float, float], offset_um: float, axis: int
+    ) -> tuple[float, float]:
         moved = np.array(target_px, dtype=float)
         moved[axis] += offset_um / self.um_per_mirror
         return (float(moved[0]), float(moved[1]))
@@ -616,7 +618,7 @@ class ReflectionModel:
         out = np.empty(shifts.size)
         for i, h in enumerate(shifts):
             pair = [
-                self.speckle_moments(self._moved(target_px, s * h / 2, axis), bins=bins, **moments)
+                self.speckle_moments(self._target_moved_by(target_px, s * h / 2, axis), bins=bins, **moments)
                 for s in (-1, 1)
             ]
             out[i] = pair[0].distance(pair[1])
@@ -645,7 +647,10 @@ class ReflectionModel:
         )
         rows, cols = at_target.bins.T
         moved = np.array(
-            [self.mean_counts(self._moved(target_px, h, axis), binning, qe)[rows, cols] for h in offsets]
+            [
+                self.mean_counts(self._target_moved_by(target_px, h, axis), binning, qe)[rows, cols]
+                for h in offsets
+            ]
         )
         chol = linalg.cholesky(at_target.covariance, lower=True)
         white = linalg.solve_triangular(chol, (moved - at_target.mean).T, lower=True)
