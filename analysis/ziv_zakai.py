@@ -46,7 +46,7 @@ def ziv_zakai_mse(shift: np.ndarray, min_error: np.ndarray, prior_width: float) 
     if np.any((p < 0) | (p > 0.5)):
         raise ValueError("min_error must lie in [0, 1/2]")
     inside = h <= prior_width
-    h, p = np.r_[h[inside], prior_width], np.r_[p[inside], np.interp(prior_width, shift, min_error)]
+    h, p = np.r_[h[inside], prior_width], np.r_[p[inside], np.interp(prior_width, h, p)]
     f = (1.0 - h / prior_width) * p
     filled = np.maximum.accumulate(f[::-1])[::-1]  # V: the largest value at or beyond each h
     return float(np.trapezoid(h * filled, h))

@@ -141,17 +141,33 @@ def speckle_correlation(shape: tuple[int, int], pupil_indices: np.ndarray | None
     return np.real(np.fft.ifft2(spectrum.reshape(shape), norm="forward"))  # (1/n) sum_f exp(2 pi i f.d)
 
 
-def _signal_bins(
-    dmean: tuple[np.ndarray, np.ndarray], variance: np.ndarray, f: int, margin_px: int
+def signal_bins(
+    field: np.ndarray,
+    diffuse_amplitude: np.ndarray,
+    wall_intensity: float,
+    dmean: tuple[np.ndarray, np.ndarray],
+    binning: int,
+    counts_per_photon: float = 1.0,
+    read_var: float = 0.0,
+    margin_px: int = 8,
 ) -> np.ndarray:
     """(row, col) of the f x f bins holding all but 1e-3 of the position information, plus a margin.
 
-    Ranked by dmean^2 / variance per bin (the independent-bin information), not by the derivative
-    alone: a bright coherent image has Airy tails that move with theta across the whole frame but
-    carry too little information to be worth a bigger covariance matrix. The chosen bins are then
-    dilated by ``margin_px`` so that the correlated speckle next to the signal can be cancelled.
+    Arguments as for :func:`binned_speckle_moments`, which keeps only these bins. Ranked by dmean^2 over
+    the per-pixel count variance (speckle, shot and read noise) summed per bin: the independent-bin
+    information. Not by the derivative alone: a bright coherent image has Airy tails that move with theta
+    across the whole frame but carry too little information to be worth a bigger covariance matrix; and
+    not by the speckle variance alone, which at b = 0 (no speckle) would rank Airy-tail bins first. The
+    chosen bins are then dilated by ``margin_px`` so that the correlated speckle next to the signal can be
+    cancelled. Cheap (no covariance): callers that need other bins start from these.
     """
-    info = (bin_image(dmean[0], f) ** 2 + bin_image(dmean[1], f) ** 2) / bin_image(variance, f)
+    f, q = binning, counts_per_photon
+    diffuse = diffuse_amplitude**2 + wall_intensity
+    intensity = np.abs(field) ** 2 + diffuse
+    variance = (
+        q * q * diffuse * (diffuse + 2.0 * np.abs(field) ** 2) + q * intensity + read_var / f**2 + 1e-300
+    )
+    info = (bin_image(dmean[0], f) ** 2 + bin_image(dmean[1], f) ** 2) * q * q / bin_image(variance, f)
     order = np.argsort(info, axis=None)[::-1]
     n = int(np.searchsorted(np.cumsum(info.ravel()[order]), (1.0 - 1e-3) * info.sum())) + 1
     chosen = np.zeros(info.size, bool)
@@ -233,13 +249,9 @@ def binned_speckle_moments(
     positions (``ReflectionModel.pair_distances``) needs the moments of both on the same bins.
     """
     f = binning
-    diffuse = diffuse_amplitude**2 + wall_intensity
     q = counts_per_photon
     if bins is None:
-        # per-pixel count variance: the diagonal of the speckle covariance below, shot and read noise
-        intensity = np.abs(field) ** 2 + diffuse
-        pixel_var = q * q * diffuse * (diffuse + 2.0 * np.abs(field) ** 2) + q * intensity + read_var / f**2
-        bins = _signal_bins((q * dmean[0], q * dmean[1]), pixel_var + 1e-300, f, margin_px)
+        bins = signal_bins(field, diffuse_amplitude, wall_intensity, dmean, f, q, read_var, margin_px)
     within = np.argwhere(np.ones((f, f), bool))
     ys = (bins[:, None, 0] * f + within[None, :, 0]).ravel()  # pixels, bin by bin
     xs = (bins[:, None, 1] * f + within[None, :, 1]).ravel()

@@ -546,21 +546,26 @@ class ReflectionModel:
         ``bins`` ((n, 2) row, col) replaces the informative bins of this position.
         """
         exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
-        ec, dic, it, dit = self.target_images(target_px)
-        px = 1.0 / self.um_per_px
+        ec, amplitude, dmean = self._speckle_terms(target_px)
         independent = self.cfg.medium.speckle_model == "independent"
         pupil = None if independent else med.circular_pupil_indices(self.shape, self.f_cut)
         return ft.binned_speckle_moments(
             ec,
-            np.sqrt(it + self.i_flow_bg),
+            amplitude,
             self.i_wall,
-            ((dic[0] + dit[0]) * px, (dic[1] + dit[1]) * px),
+            dmean,
             ft.speckle_correlation(self.shape, pupil),
             binning,
             counts_per_photon=exp_s * qe,
             read_var=binning**2 * read_noise_e**2,
             bins=bins,
         )
+
+    def _speckle_terms(self, target_px: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(E_c, flowing diffuse amplitude, d mean/d theta per um) of the speckle model at ``target_px``."""
+        ec, dic, it, dit = self.target_images(target_px)
+        px = 1.0 / self.um_per_px
+        return ec, np.sqrt(it + self.i_flow_bg), ((dic[0] + dit[0]) * px, (dic[1] + dit[1]) * px)
 
     def mean_counts(
         self,
@@ -578,8 +583,20 @@ class ReflectionModel:
         ec, _, it, _ = self.target_images(target_px)
         return exp_s * qe * ft.bin_image(np.abs(ec) ** 2 + it + self.i_flow_bg + self.i_wall, binning)
 
-    def _widened_bins(self, nominal: np.ndarray, reach_um: float, axis: int, binning: int) -> np.ndarray:
-        """``nominal`` bins (row, col) widened by ``reach_um`` both ways along ``axis`` (0 = x), in frame."""
+    def _widened_bins(
+        self,
+        target_px: tuple[float, float],
+        reach_um: float,
+        axis: int,
+        binning: int,
+        qe: float,
+        read_noise_e: float,
+    ) -> np.ndarray:
+        """The informative bins (row, col) of ``target_px``, widened by ``reach_um`` both ways along ``axis``
+        (0 = x) and kept inside the frame: bins that hold the image of every moved target."""
+        ec, amplitude, dmean = self._speckle_terms(target_px)
+        q = self.cfg.reflection.exposure_s * qe
+        nominal = ft.signal_bins(ec, amplitude, self.i_wall, dmean, binning, q, binning**2 * read_noise_e**2)
         reach = int(np.ceil(reach_um / self.um_per_px / binning))
         step = np.zeros(2, int)
         step[1 - axis] = 1  # bins are (row, col): x moves along columns
@@ -613,8 +630,7 @@ class ReflectionModel:
         """
         shifts = np.asarray(shifts_um, dtype=float)
         moments = {"binning": binning, "qe": qe, "read_noise_e": read_noise_e}
-        nominal = self.speckle_moments(target_px, **moments).bins
-        bins = self._widened_bins(nominal, shifts.max() / 2, axis, binning)
+        bins = self._widened_bins(target_px, shifts.max() / 2, axis, binning, qe, read_noise_e)
         out = np.empty(shifts.size)
         for i, h in enumerate(shifts):
             pair = [
@@ -640,11 +656,8 @@ class ReflectionModel:
         every test point's image. G_ii = h_i^2 J for small h_i (the linear Fisher information of the CRB).
         """
         offsets = np.asarray(offsets_um, dtype=float)
-        moments = {"binning": binning, "qe": qe, "read_noise_e": read_noise_e}
-        nominal = self.speckle_moments(target_px, **moments).bins
-        at_target = self.speckle_moments(
-            target_px, bins=self._widened_bins(nominal, np.abs(offsets).max(), axis, binning), **moments
-        )
+        bins = self._widened_bins(target_px, np.abs(offsets).max(), axis, binning, qe, read_noise_e)
+        at_target = self.speckle_moments(target_px, binning, qe, read_noise_e, bins=bins)
         rows, cols = at_target.bins.T
         moved = np.array(
             [
