@@ -443,6 +443,20 @@ class ReflectionModel:
         ``target_px`` = target centre (x = col, y = row) in DMD mirrors; derivatives are per
         camera pixel of displacement at the camera ((d/dx, d/dy)).
         """
+        spec, centre, side = self._target_spectrum(target_px, size_px)
+        fy, fx = self._fy[:, None], self._fx[None, :]
+        e = self._crop_ifft(spec)
+        dex = self._crop_ifft(-2j * np.pi * fx * spec)
+        dey = self._crop_ifft(-2j * np.pi * fy * spec)
+        dic = (2 * self.k_coh * np.real(np.conj(e) * dex), 2 * self.k_coh * np.real(np.conj(e) * dey))
+        it, dit = self._target_envelope(centre, side)
+        return math.sqrt(self.k_coh) * e, dic, it, dit
+
+    def _target_spectrum(
+        self, target_px: tuple[float, float], size_px: int | None
+    ) -> tuple[np.ndarray, tuple[float, float], float]:
+        """(pupil-filtered spectrum of the square target, its centre (x, y) on the padded grid, side) in
+        camera pixels: what the coherent image and the envelope of ``target_images`` start from."""
         n = size_px or self.cfg.reflection.target_size_px
         xc, yc = self.dmd_to_camera(target_px[0], target_px[1])
         xc, yc = float(xc) + _PAD, float(yc) + _PAD
@@ -455,30 +469,29 @@ class ReflectionModel:
             * np.exp(-2j * np.pi * (fy * yc + fx * xc))
             * self._pupil
         )
-        sl = (slice(_PAD, _PAD + self.shape[0]), slice(_PAD, _PAD + self.shape[1]))
-        e = sfft.ifft2(spec)[sl]
-        dex = sfft.ifft2(-2j * np.pi * fx * spec)[sl]
-        dey = sfft.ifft2(-2j * np.pi * fy * spec)[sl]
-        dic = (2 * self.k_coh * np.real(np.conj(e) * dex), 2 * self.k_coh * np.real(np.conj(e) * dey))
-        if self.k_target > 0 and self.sigma_env_px > 0:
-            s = self.sigma_env_px
-            x = np.arange(self.shape[1], dtype=float) + _PAD
-            y = np.arange(self.shape[0], dtype=float) + _PAD
+        return spec, (xc, yc), a
 
-            def prof(u: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
-                lo, hi = (u - c + a / 2) / s, (u - c - a / 2) / s
-                g = 0.5 * (special.erf(lo / math.sqrt(2)) - special.erf(hi / math.sqrt(2)))
-                dg = -(np.exp(-0.5 * lo**2) - np.exp(-0.5 * hi**2)) / (math.sqrt(2 * math.pi) * s)
-                return g, dg
+    def _crop_ifft(self, spectrum: np.ndarray) -> np.ndarray:
+        """The field of a padded-grid spectrum over the camera's field of view."""
+        return sfft.ifft2(spectrum)[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]]
 
-            gx, dgx = prof(x, xc)
-            gy, dgy = prof(y, yc)
-            it = self.k_target * np.outer(gy, gx)
-            dit = (self.k_target * np.outer(gy, dgx), self.k_target * np.outer(dgy, gx))
-        else:
+    def _target_envelope(self, centre: tuple[float, float], side: float) -> tuple[np.ndarray, tuple]:
+        """(I_t, dI_t/dtheta): the scattered target light, the square blurred by the diffusive envelope."""
+        if not (self.k_target > 0 and self.sigma_env_px > 0):
             it = np.zeros(self.shape)
-            dit = (it, it)
-        return math.sqrt(self.k_coh) * e, dic, it, dit
+            return it, (it, it)
+        s = self.sigma_env_px
+
+        def prof(u: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+            lo, hi = (u - c + side / 2) / s, (u - c - side / 2) / s
+            g = 0.5 * (special.erf(lo / math.sqrt(2)) - special.erf(hi / math.sqrt(2)))
+            dg = -(np.exp(-0.5 * lo**2) - np.exp(-0.5 * hi**2)) / (math.sqrt(2 * math.pi) * s)
+            return g, dg
+
+        gx, dgx = prof(np.arange(self.shape[1], dtype=float) + _PAD, centre[0])
+        gy, dgy = prof(np.arange(self.shape[0], dtype=float) + _PAD, centre[1])
+        it = self.k_target * np.outer(gy, gx)
+        return it, (self.k_target * np.outer(gy, dgx), self.k_target * np.outer(dgy, gx))
 
     def coherence_area_px(self) -> float:
         """Speckle coherence area sum_r |mu(r)|^2 in pixels (1 for independent pixels): the grain size."""
@@ -580,8 +593,10 @@ class ReflectionModel:
         candidate positions needs, without the covariance that ``speckle_moments`` also computes.
         """
         exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
-        ec, _, it, _ = self.target_images(target_px)
-        return exp_s * qe * ft.bin_image(np.abs(ec) ** 2 + it + self.i_flow_bg + self.i_wall, binning)
+        spec, centre, side = self._target_spectrum(target_px, None)  # no derivative images: one FFT
+        ic = self.k_coh * np.abs(self._crop_ifft(spec)) ** 2
+        it, _ = self._target_envelope(centre, side)
+        return exp_s * qe * ft.bin_image(ic + it + self.i_flow_bg + self.i_wall, binning)
 
     def _widened_bins(
         self,
