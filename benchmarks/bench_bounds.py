@@ -5,8 +5,9 @@ One frame at b >= 2.5 is not there (docs/precision.md, bench_oracle.py). Two bou
 Gaussian frame model (exact mean image, exact binned covariance) to distant target positions along x:
 
 * **Ziv-Zakai** (``analysis.ziv_zakai``, from ``VirtualBench.pair_distances``): the mean-square error of
-  *any* estimator over a uniform prior of width A, for A = 2 x 7 um (the oracles' grid in
-  bench_oracle.py) and A = 2 x 40 camera px (the networks' training shifts, models/data.py).
+  *any* estimator over a uniform prior of width A, for A = 2 x 7 um (``bench_oracle.py --grid-half-um 7``,
+  the oracles' grid of docs/precision.md's first table) and A = 2 x 40 camera px (the networks' training
+  shifts, models/data.py, and bench_oracle.py's default grid).
 * **Barankin** (``analysis.barankin``, from ``VirtualBench.mean_difference_gram``): the variance of an
   estimator kept unbiased over the calibration lattice's x range (+-36 camera px, the range the bias
   correction makes it unbiased on; test points every ``--step-um``), at the D positions' x offsets
@@ -41,7 +42,7 @@ from models.data import SHIFT_MAX_PX  # noqa: E402
 CENTRE = (511.0, 383.0)  # DMD mirror (x, y) imaged on the camera centre
 SENSOR = {"qe": 0.6, "read_noise_e": 1.38}
 BINNING = 4
-ORACLE_HALF_UM = 7.0  # bench_oracle.py --grid-half-um
+ORACLE_HALF_UM = 7.0  # bench_oracle.py --grid-half-um 7
 LATTICE_HALF_PX = 36  # the calibration lattice's outer points (models.data.lattice_axis_px, 9 per axis)
 D_STEP_MIRRORS = 2  # the bsbd D grid step
 

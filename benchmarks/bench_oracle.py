@@ -3,7 +3,7 @@
 The analytic CRB at b > 0 is the exact linear Fisher information of the binned pupil speckle
 (``devices/bench/fisher_truth.py``): mean image mu(theta) and covariance Sigma of the 4x4 bins. This
 script draws bench frames (Poisson photo-electrons, QE 0.6, 4x4 bins) at the S target and at
-+-``--slope-mirrors`` DMD mirrors along x and runs four estimators built from those exact moments:
++-``--slope-mirrors`` DMD mirrors along x and runs estimators built from those exact moments:
 
 * ``at_truth``: theta0 + W (S - mu(theta0)), linearised at the *true* position (rigid bench only): the
   check that the static bound CRB0 is attained where the estimator is told where to look.
@@ -14,12 +14,22 @@ script draws bench frames (Poisson photo-electrons, QE 0.6, 4x4 bins) at the S t
 * ``posterior_mean``: the expectation of the same likelihood over the grid (flat prior), the readout the
   networks use (softmax expectation).
 
+The grid defaults to the networks' training range (+-40 camera px, ``models.data.SHIFT_MAX_PX``): the
+prior a network trained on those shifts has learnt, so the fair reference for it. A narrower grid gives
+the estimators prior knowledge the network does not have. ``--local-covariance-um CELL`` adds two
+posterior means whose covariance follows the candidate position (Sigma(theta) of the nearest cell centre
+on a CELL-um lattice; ~0.55 s per cell to set up): ``local_cov`` (the Gaussian likelihood, with log det
+Sigma) and ``local_cov_quadratic`` (the quadratic form alone). The network's figure to compare with is
+``centre_sigma_over_slope_over_crb`` of ``benchmarks/bench_precision.py`` (its D position on the S target).
+
 For the global estimators the error is sigma / m' (m' = response slope along x between the outer
-positions, applied to both axes of the symmetric target), which is what the lattice bias correction makes
-of sigma, over the CRB of that bench: CRB0 on the rigid bench, the total with the vibration otherwise.
+positions, by default one D step, two mirrors, either side; applied to both axes of the symmetric
+target), which is what the lattice bias correction makes of sigma, over the CRB of that bench: CRB0 on
+the rigid bench, the total with the vibration otherwise.
 ``--wall-fraction 0`` removes the wall speckle, which stays frozen over a run's minutes and is therefore a
 fixed clutter for these frames, not the per-frame noise the moments assume. Prints one JSON line at the
 end. usage: python benchmarks/bench_oracle.py [--b 2.5] [--frames 1000] [--wall-fraction 0.2]
+[--grid-half-um 16.1] [--local-covariance-um 2]
 """
 
 from __future__ import annotations
@@ -39,13 +49,13 @@ from devices.bench import fisher_truth as ft  # noqa: E402
 from devices.bench.bench import VirtualBench  # noqa: E402
 from devices.bench.clock import SimClock  # noqa: E402
 from devices.bench.config import BenchConfig  # noqa: E402
+from models.data import SHIFT_MAX_PX  # noqa: E402
 
 DMD = (768, 1024)
 CENTRE = (511, 383)  # DMD mirror (x, y) imaged on the camera centre
 SENSOR = {"qe": 0.6, "read_noise_e": 1.38}  # the simulated sCMOS (devices/bench/sensor.py)
 FRAME_INTERVAL_S = 0.0333  # bsbd: the flowing speckle decorrelates between frames
 BINNING = 4
-ESTIMATORS = ("linear", "ml", "posterior_mean")
 
 
 def square(x: int, y: int) -> np.ndarray:
@@ -69,12 +79,14 @@ def draw(bench: VirtualBench, clock: SimClock, shown: dict, x: int, n: int, rng:
 class GridLikelihood:
     """The Gaussian likelihood of a frame's informative bins on a grid of target offsets (um).
 
-    Exact mean image at every grid point; the covariance of the nominal position everywhere (Sigma changes
-    with theta too, but letting it do so, piecewise on a 1 um grid with its log-determinant, did not help
-    at b = 2.5: rigid ML 1.79 / 1.92 x CRB0 on 300 frames, against 1.58 / 1.77).
+    Exact mean image at every grid point. Covariance: that of the nominal position everywhere, and with
+    ``cell_um`` also that of the nearest point of a ``cell_um`` lattice (Sigma changes with theta as the
+    target light moves; over the networks' range the log det falls by ~18 towards the edge at b = 2.5).
     """
 
-    def __init__(self, bench: VirtualBench, half_um: float, step_um: float) -> None:
+    def __init__(
+        self, bench: VirtualBench, half_um: float, step_um: float, cell_um: float | None = None
+    ) -> None:
         model = bench._reflection()
         um = model.um_per_mirror
         nominal = model.speckle_moments(CENTRE, BINNING, **SENSOR)
@@ -82,22 +94,54 @@ class GridLikelihood:
         self.rows, self.cols = nominal.bins.T
         self.grid = np.arange(-half_um, half_um + 1e-9, step_um)
         self.step = step_um
-        means = [
-            model.mean_counts((CENTRE[0] + gx / um, CENTRE[1] + gy / um), BINNING, SENSOR["qe"])[
-                self.rows, self.cols
+        gx, gy = (a.ravel() for a in np.meshgrid(self.grid, self.grid))  # row-major: index = iy * n + ix
+        means = np.array(
+            [
+                model.mean_counts((CENTRE[0] + x / um, CENTRE[1] + y / um), BINNING, SENSOR["qe"])[
+                    self.rows, self.cols
+                ]
+                for x, y in zip(gx, gy, strict=True)
             ]
-            for gy in self.grid
-            for gx in self.grid
-        ]
-        self.chol = linalg.cholesky(nominal.covariance, lower=True)
-        self.white_means = linalg.solve_triangular(self.chol, np.array(means).T, lower=True).T
-        self.white_norms = (self.white_means**2).sum(axis=1)
+        )
+        self.fixed = [self._group(nominal.covariance, np.arange(gx.size), means)]
+        self.local: list[tuple] = []
+        if cell_um:
+            centres = np.arange(-half_um, half_um + 1e-9, cell_um)
+            nearest = [np.abs(g[:, None] - centres[None]).argmin(axis=1) for g in (gx, gy)]
+            cell_of = nearest[1] * centres.size + nearest[0]
+            for k, (cy, cx) in enumerate((cy, cx) for cy in centres for cx in centres):
+                target = (CENTRE[0] + cx / um, CENTRE[1] + cy / um)
+                cov = model.speckle_moments(target, BINNING, **SENSOR, bins=nominal.bins).covariance
+                members = np.flatnonzero(cell_of == k)
+                self.local.append(self._group(cov, members, means[members]))
 
-    def estimate(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(maximum-likelihood, posterior-mean) offsets (x, y) in um of one binned frame."""
-        z = linalg.solve_triangular(self.chol, frame[self.rows, self.cols], lower=True)
+    @staticmethod
+    def _group(covariance: np.ndarray, members: np.ndarray, means: np.ndarray) -> tuple:
+        """(Cholesky factor, grid indices, whitened means, log det) of grid points sharing one covariance."""
+        chol = linalg.cholesky(covariance, lower=True)
+        white = linalg.solve_triangular(chol, means.T, lower=True).T
+        return chol, members, white, 2.0 * np.log(np.diag(chol)).sum()
+
+    def _quadratic(self, groups: list[tuple], counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(S - mu)^T Sigma^-1 (S - mu) and log det Sigma at every grid point, as (n, n) maps."""
         n = self.grid.size
-        d = (self.white_norms - 2.0 * self.white_means @ z).reshape(n, n)  # -2 log L + const
+        quad, logdet = np.empty(n * n), np.empty(n * n)
+        for chol, members, white, ld in groups:
+            z = linalg.solve_triangular(chol, counts, lower=True)
+            quad[members] = ((white - z) ** 2).sum(axis=1)
+            logdet[members] = ld
+        return quad.reshape(n, n), logdet.reshape(n, n)
+
+    def _posterior_mean(self, d: np.ndarray) -> np.ndarray:
+        p = np.exp(-0.5 * (d - d.min()))
+        p /= p.sum()
+        return np.array([p.sum(axis=0) @ self.grid, p.sum(axis=1) @ self.grid])
+
+    def estimate(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """Offsets (x, y) in um of one binned frame, per estimator."""
+        counts = frame[self.rows, self.cols]
+        d, _ = self._quadratic(self.fixed, counts)  # -2 log L + const
+        n = self.grid.size
         i, j = np.unravel_index(np.argmin(d), d.shape)
         ml = np.array([self.grid[j], self.grid[i]])
         for axis, (k, line) in enumerate(((j, d[i, :]), (i, d[:, j]))):
@@ -105,9 +149,12 @@ class GridLikelihood:
                 curvature = line[k - 1] - 2 * line[k] + line[k + 1]
                 if curvature > 0:
                     ml[axis] += 0.5 * self.step * (line[k - 1] - line[k + 1]) / curvature
-        p = np.exp(-0.5 * (d - d[i, j]))
-        p /= p.sum()
-        return ml, np.array([p.sum(axis=0) @ self.grid, p.sum(axis=1) @ self.grid])
+        out = {"ml": ml, "posterior_mean": self._posterior_mean(d)}
+        if self.local:
+            quad, logdet = self._quadratic(self.local, counts)
+            out["local_cov"] = self._posterior_mean(quad + logdet)
+            out["local_cov_quadratic"] = self._posterior_mean(quad)
+        return out
 
 
 def slope_corrected(estimates: dict[int, np.ndarray], step_um: float, crb: np.ndarray) -> dict:
@@ -126,9 +173,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--b", type=float, default=2.5)
     ap.add_argument("--frames", type=int, default=1000, help="per position")
-    ap.add_argument("--slope-mirrors", type=int, default=1, help="outer positions (mirrors off centre)")
-    ap.add_argument("--grid-half-um", type=float, default=7.0)
-    ap.add_argument("--grid-step-um", type=float, default=0.2)
+    ap.add_argument("--slope-mirrors", type=int, default=2, help="outer positions: mirrors off centre")
+    ap.add_argument("--grid-half-um", type=float, default=None, help="default: the networks' +-40 px")
+    ap.add_argument("--grid-step-um", type=float, default=0.4)
+    ap.add_argument("--local-covariance-um", type=float, default=None, help="cell of Sigma(theta)")
     ap.add_argument("--wall-fraction", type=float, default=None, help="default: the bench's")
     ap.add_argument("--seed", type=int, default=4)
     args = ap.parse_args()
@@ -144,17 +192,26 @@ def main() -> None:
         clock, shown = SimClock(), {"picture": square(*CENTRE)}
         bench = VirtualBench(cfg, clock, pattern_source=lambda t, shown=shown: shown["picture"])
         crb = np.array(bench.analytic_crb_um(target_px=CENTRE, binning=BINNING, **SENSOR))
-        likelihood = GridLikelihood(bench, args.grid_half_um, args.grid_step_um)
+        model = bench._reflection()
+        half_um = args.grid_half_um or SHIFT_MAX_PX * model.um_per_px
+        likelihood = GridLikelihood(bench, half_um, args.grid_step_um, args.local_covariance_um)
         weights, nominal = likelihood.moments.estimator_weights(), likelihood.moments.mean
         rows, cols = likelihood.rows, likelihood.cols
-        estimates: dict[str, dict[int, np.ndarray]] = {k: {} for k in ESTIMATORS}
-        step_um = args.slope_mirrors * bench._reflection().um_per_mirror
-        result: dict = {"crb_um": crb.tolist(), "vibration_rms_um": cfg.reflection.vibration_rms_um}
+        estimates: dict[str, dict[int, np.ndarray]] = {}
+        step_um = args.slope_mirrors * model.um_per_mirror
+        result: dict = {
+            "crb_um": crb.tolist(),
+            "vibration_rms_um": cfg.reflection.vibration_rms_um,
+            "grid_half_um": half_um,
+        }
         for dx in (-1, 0, 1):
             frames = list(draw(bench, clock, shown, CENTRE[0] + dx * args.slope_mirrors, args.frames, rng))
-            estimates["linear"][dx] = np.array([weights @ (f[rows, cols] - nominal) for f in frames])
-            grid_estimates = np.array([likelihood.estimate(f) for f in frames])  # (n, ml | mean, xy)
-            estimates["ml"][dx], estimates["posterior_mean"][dx] = grid_estimates[:, 0], grid_estimates[:, 1]
+            estimates.setdefault("linear", {})[dx] = np.array(
+                [weights @ (f[rows, cols] - nominal) for f in frames]
+            )
+            per_frame = [likelihood.estimate(f) for f in frames]
+            for key in per_frame[0]:
+                estimates.setdefault(key, {})[dx] = np.array([e[key] for e in per_frame])
             if dx == 0 and name == "rigid":  # the linear estimator is at the truth only here
                 sigma = estimates["linear"][0].std(axis=0, ddof=1)
                 result["at_truth"] = {"sigma_um": sigma.tolist(), "sigma_over_crb": (sigma / crb).tolist()}
@@ -162,16 +219,20 @@ def main() -> None:
             result[key] = slope_corrected(est, step_um, crb)
         out[name] = result
     out["time_s"] = round(time.perf_counter() - t0, 1)
-    print(f"b = {args.b}, wall fraction {cfg.medium.wall_fraction}: sigma / m' / CRB (x, y), slope m'")
+    print(
+        f"b = {args.b}, wall fraction {cfg.medium.wall_fraction}, grid +-{half_um:.1f} um: "
+        "sigma / m' / CRB (x, y), slope m'"
+    )
     for name in ("rigid", "vibrating"):
         res = out[name]
         print(f"  {name}: CRB {res['crb_um'][0]:.3f} um")
         if "at_truth" in res:
             rx, ry = res["at_truth"]["sigma_over_crb"]
             print(f"    linear at the truth: {rx:.3f}, {ry:.3f}")
-        for key in ESTIMATORS:
-            rx, ry = res[key]["sigma_over_crb"]
-            print(f"    {key}: {rx:.2f}, {ry:.2f}  (m' {res[key]['slope_x']:.2f})")
+        for key, val in res.items():
+            if isinstance(val, dict) and "slope_x" in val:
+                rx, ry = val["sigma_over_crb"]
+                print(f"    {key}: {rx:.2f}, {ry:.2f}  (m' {val['slope_x']:.2f})")
     print(json.dumps(out))
 
 
