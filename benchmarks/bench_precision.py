@@ -104,7 +104,7 @@ def centre_figure(uncorrected: dict[str, Any], crb: list[float]) -> list[float]:
 
     The figure ``benchmarks/bench_oracle.py`` reports for its estimators (which it measures at the S
     target only), so the two can be compared directly; the D-grid average includes the outer positions,
-    where D frames are harder than the shifted training frames (the frozen wall speckle: docs/precision.md).
+    where σ is a few per cent higher (docs/precision.md).
     """
     per_position = uncorrected["per_position"]
     centre = min(per_position, key=lambda p: float(np.hypot(*p["true_um"])))
