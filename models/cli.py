@@ -161,7 +161,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "sigma_over_crb" in result:
             r = result["sigma_over_crb"]
             print(f"   σ/CRB = ({r[0]:.2f}, {r[1]:.2f})", end="")
-        if "uncorrected" in result:  # the lattice-free figure of merit (one model, not an aggregate)
+        if (
+            "uncorrected" in result
+        ):  # the lattice-free figure of merit (one model's, or the median over repeats)
             u = result["uncorrected"]["sigma_over_slope_um"]
             print(f"   uncorrected σ/m′ = ({u[0]:.3f}, {u[1]:.3f}) µm", end="")
         if "clipped_fraction" in result:

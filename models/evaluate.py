@@ -499,11 +499,17 @@ def _optical_thickness(source: Any) -> float | None:
     return float(np.asarray(bench["optical_thickness"]))
 
 
+_LATTICE_FREE_KEYS = ("sigma_um", "response_slope", "sigma_over_slope_um")
+"""Raw (uncorrected) statistics whose median over repeats :func:`aggregate_evaluations` reports."""
+
+
 def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Combine evaluations of repeated trainings (different initialisations) of one configuration.
 
     Returns the per-repeat summaries, their median / quartiles / mean, and ``sigma_samples_um``: every
-    per-position σ of every repeat (what Fig. 4b's violins show).
+    per-position σ of every repeat (what Fig. 4b's violins show).  Bias-corrected evaluations also give
+    ``uncorrected``: the medians of the raw σ, the response slope m′ and the lattice-free σ / m′, the
+    figure of merit that stays meaningful where the corrected σ is clipped (b = 5).
     """
     results = list(results)
     if not results:
@@ -520,6 +526,11 @@ def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any
         "per_repeat": [
             {"sigma_um": list(r["sigma_um"]), "bias_um": list(r["bias_um"])}
             | ({"lattice_bias_rms_um": r["lattice"]["bias_rms_um"]} if "lattice" in r else {})
+            | (
+                {"uncorrected_sigma_over_slope_um": r["uncorrected"]["sigma_over_slope_um"]}
+                if "uncorrected" in r
+                else {}
+            )
             for r in results
         ],
         "sigma_samples_um": samples.T.tolist(),
@@ -529,6 +540,12 @@ def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any
     }
     if out["clipped_fraction"] > MAX_CLIPPED_FRACTION:
         out["warnings"] = [_clipped_warning(out["clipped_fraction"])]
+    if all("uncorrected" in r for r in results):
+        raw = {k: np.array([r["uncorrected"][k] for r in results], dtype=float) for k in _LATTICE_FREE_KEYS}
+        out["uncorrected"] = {k: np.median(v, axis=0).tolist() for k, v in raw.items()}
+        out["uncorrected"]["sigma_over_slope_q25_q75_um"] = np.percentile(
+            raw["sigma_over_slope_um"], [25, 75], axis=0
+        ).T.tolist()
     for key in ("crb_um", "b", "arch", "run"):
         if key in results[0]:
             out[key] = results[0][key]

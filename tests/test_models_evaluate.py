@@ -181,6 +181,8 @@ def test_errors_cut_off_at_the_lattice_edge_are_flagged_as_a_lower_bound() -> No
     assert res["uncorrected"]["sigma_over_slope_um"] == pytest.approx([noise / slope] * 2, rel=0.06)
     agg = aggregate_evaluations([res, {**res, "clipped_fraction": 0.0, "warnings": []}])
     assert agg["clipped_fraction"] == res["clipped_fraction"] and "lower bound" in agg["warnings"][0]
+    # ... and it survives the aggregation over repeats, where the corrected σ does not mean anything
+    assert agg["uncorrected"]["sigma_over_slope_um"] == pytest.approx([noise / slope] * 2, rel=0.06)
 
 
 def test_aggregate_over_repeats() -> None:
@@ -193,5 +195,15 @@ def test_aggregate_over_repeats() -> None:
     assert agg["n_repeats"] == 3 and agg["sigma_um"] == pytest.approx([1.2, 2.4])
     assert agg["sigma_over_crb"] == pytest.approx([1.2, 1.2])
     assert len(agg["sigma_samples_um"][0]) == 9 and agg["b"] == 2.5
+    assert "uncorrected" not in agg  # these evaluations carry no raw block to aggregate
+    raw = [
+        {"sigma_um": [1.0, 1.0], "response_slope": [m, 0.5], "sigma_over_slope_um": [1.0 / m, 2.0]}
+        for m in (0.2, 0.5, 0.25)
+    ]
+    agg = aggregate_evaluations([{**r, "uncorrected": u} for r, u in zip(runs, raw, strict=True)])
+    assert agg["uncorrected"]["response_slope"] == pytest.approx([0.25, 0.5])  # medians, per axis
+    assert agg["uncorrected"]["sigma_over_slope_um"] == pytest.approx([4.0, 2.0])
+    assert agg["uncorrected"]["sigma_over_slope_q25_q75_um"][0] == pytest.approx([3.0, 4.5])
+    assert [r["uncorrected_sigma_over_slope_um"][0] for r in agg["per_repeat"]] == pytest.approx([5, 2, 4])
     with pytest.raises(ValueError):
         aggregate_evaluations([])
