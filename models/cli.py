@@ -161,9 +161,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "sigma_over_crb" in result:
             r = result["sigma_over_crb"]
             print(f"   σ/CRB = ({r[0]:.2f}, {r[1]:.2f})", end="")
-        if (
-            "uncorrected" in result
-        ):  # the lattice-free figure of merit (one model's, or the median over repeats)
+        # the lattice-free figure of merit: one model's, or the median over repeats
+        if "uncorrected" in result:
             u = result["uncorrected"]["sigma_over_slope_um"]
             print(f"   uncorrected σ/m′ = ({u[0]:.3f}, {u[1]:.3f}) µm", end="")
         if "clipped_fraction" in result:

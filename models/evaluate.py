@@ -503,6 +503,16 @@ _LATTICE_FREE_KEYS = ("sigma_um", "response_slope", "sigma_over_slope_um")
 """Raw (uncorrected) statistics whose median over repeats :func:`aggregate_evaluations` reports."""
 
 
+def _repeat_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """One repeat's line in :func:`aggregate_evaluations`' ``per_repeat``."""
+    summary = {"sigma_um": list(result["sigma_um"]), "bias_um": list(result["bias_um"])}
+    if "lattice" in result:
+        summary["lattice_bias_rms_um"] = result["lattice"]["bias_rms_um"]
+    if "uncorrected" in result:
+        summary["uncorrected_sigma_over_slope_um"] = result["uncorrected"]["sigma_over_slope_um"]
+    return summary
+
+
 def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Combine evaluations of repeated trainings (different initialisations) of one configuration.
 
@@ -523,16 +533,7 @@ def aggregate_evaluations(results: Iterable[Mapping[str, Any]]) -> dict[str, Any
         "sigma_mean_um": sig.mean(axis=0).tolist(),
         "sigma_q25_q75_um": np.percentile(sig, [25, 75], axis=0).T.tolist(),
         "bias_um": np.median(bias, axis=0).tolist(),
-        "per_repeat": [
-            {"sigma_um": list(r["sigma_um"]), "bias_um": list(r["bias_um"])}
-            | ({"lattice_bias_rms_um": r["lattice"]["bias_rms_um"]} if "lattice" in r else {})
-            | (
-                {"uncorrected_sigma_over_slope_um": r["uncorrected"]["sigma_over_slope_um"]}
-                if "uncorrected" in r
-                else {}
-            )
-            for r in results
-        ],
+        "per_repeat": [_repeat_summary(r) for r in results],
         "sigma_samples_um": samples.T.tolist(),
         "per_position": [p for r in results for p in r["per_position"]],
         "bias_corrected": all(bool(r.get("bias_corrected")) for r in results),
