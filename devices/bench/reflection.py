@@ -224,9 +224,7 @@ class ReflectionModel:
             return np.zeros(self.shape, np.complex64), None
         spec = (ey @ amp) @ ex.T
         spec *= self._pupil
-        field = sfft.ifft2(spec, workers=1)
-        crop = field[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]].astype(np.complex64)
-        return crop, spec[np.ix_(self._ky, self._kx)]
+        return self._crop_ifft(spec).astype(np.complex64), spec[np.ix_(self._ky, self._kx)]
 
     def _moved_field(self, spec: np.ndarray, dx: float, dy: float) -> np.ndarray:
         """E(x - dx, y - dy) on the FOV (complex64, C-contiguous) from a compact spectrum, dx, dy in px.
@@ -473,7 +471,7 @@ class ReflectionModel:
 
     def _crop_ifft(self, spectrum: np.ndarray) -> np.ndarray:
         """The field of a padded-grid spectrum over the camera's field of view."""
-        return sfft.ifft2(spectrum)[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]]
+        return sfft.ifft2(spectrum, workers=1)[_PAD : _PAD + self.shape[0], _PAD : _PAD + self.shape[1]]
 
     def _target_envelope(self, centre: tuple[float, float], side: float) -> tuple[np.ndarray, tuple]:
         """(I_t, dI_t/dtheta): the scattered target light, the square blurred by the diffusive envelope."""
