@@ -216,7 +216,10 @@ def test_sigkill_mid_batch_leaves_consistent_counter(tmp_path):
         proc.send_signal(signal.SIGKILL)
         stdout, _ = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    batches = [tuple(map(int, line.split())) for line in stdout.decode().splitlines() if line.strip()]
+    # only newline-terminated lines are whole: under PYTHONUNBUFFERED each piece of a print() is its own
+    # write(), so the kill can land inside the last announcement and leave it cut short
+    complete_lines = stdout.decode().split("\n")[:-1]
+    batches = [tuple(map(int, line.split())) for line in complete_lines]
     assert max(size for size, _ in batches) > 7  # batches spanned several flushes
     last_size, last_start = batches[-1]
     with RunReader(out) as r:
