@@ -25,11 +25,13 @@ Sigma) and ``local_cov_quadratic`` (the quadratic form alone). The network's fig
 For the global estimators the error is sigma / m' (m' = response slope along x between the outer
 positions, by default one D step, two mirrors, either side; applied to both axes of the symmetric
 target), which is what the lattice bias correction makes of sigma, over the CRB of that bench: CRB0 on
-the rigid bench, the total with the vibration otherwise.
+the rigid bench, the total with the vibration otherwise. ``--d-grid`` measures instead at the bsbd D
+grid's positions (6 that stand for the 25 by symmetry) and reports what ``bench_precision`` reports for
+the network: sigma over one slope m' fitted over the grid, per ring and averaged over the 25 positions.
 ``--wall-fraction 0`` removes the wall speckle, which stays frozen over a run's minutes and is therefore a
 fixed clutter for these frames, not the per-frame noise the moments assume. Prints one JSON line at the
 end. usage: python benchmarks/bench_oracle.py [--b 2.5] [--frames 1000] [--wall-fraction 0.2]
-[--grid-half-um 16.1] [--local-covariance-um 2]
+[--grid-half-um 16.1] [--local-covariance-um 2] [--d-grid] [--bins-reach 7]
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from scipy import linalg
+from scipy import linalg, ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from acquisition.protocols.bsbd import BsbdParams, snake_offsets  # noqa: E402
 from devices.bench import fisher_truth as ft  # noqa: E402
 from devices.bench.bench import VirtualBench  # noqa: E402
 from devices.bench.clock import SimClock  # noqa: E402
@@ -56,6 +60,7 @@ CENTRE = (511, 383)  # DMD mirror (x, y) imaged on the camera centre
 SENSOR = {"qe": 0.6, "read_noise_e": 1.38}  # the simulated sCMOS (devices/bench/sensor.py)
 FRAME_INTERVAL_S = 0.0333  # bsbd: the flowing speckle decorrelates between frames
 BINNING = 4
+Offset = tuple[int, int]  # (x, y) DMD mirrors off the S target
 
 
 def square(x: int, y: int) -> np.ndarray:
@@ -66,9 +71,9 @@ def square(x: int, y: int) -> np.ndarray:
     return pic
 
 
-def draw(bench: VirtualBench, clock: SimClock, shown: dict, x: int, n: int, rng: np.random.Generator):
-    """n 4x4-binned frames of photo-electrons with the target at mirror column x."""
-    shown["picture"] = square(x, CENTRE[1])
+def draw(bench: VirtualBench, clock: SimClock, shown: dict, offset: Offset, n: int, rng: np.random.Generator):
+    """n 4x4-binned frames of photo-electrons with the target ``offset`` (x, y) mirrors off the S target."""
+    shown["picture"] = square(CENTRE[0] + offset[0], CENTRE[1] + offset[1])
     exposure = bench.config.reflection.exposure_s
     for _ in range(n):
         photons = bench.expected_photons(clock.now(), exposure)
@@ -82,14 +87,27 @@ class GridLikelihood:
     Exact mean image at every grid point. Covariance: that of the nominal position everywhere, and with
     ``cell_um`` also that of the nearest point of a ``cell_um`` lattice (Sigma changes with theta as the
     target light moves; at b = 2.5 log det falls by ~38 from the centre to the networks' +-16 um).
+    Bins: the nominal position's informative ones, or with ``reach_bins`` those dilated by that many bins
+    every way, which hold the light of targets far off centre (the D grid's outer ring) too.
     """
 
     def __init__(
-        self, bench: VirtualBench, half_um: float, step_um: float, cell_um: float | None = None
+        self,
+        bench: VirtualBench,
+        half_um: float,
+        step_um: float,
+        cell_um: float | None = None,
+        reach_bins: int = 0,
     ) -> None:
         model = bench._reflection()
         um = model.um_per_mirror
         nominal = model.speckle_moments(CENTRE, BINNING, **SENSOR)
+        if reach_bins:
+            informative = np.zeros(np.array(model.shape) // BINNING, bool)
+            informative[tuple(nominal.bins.T)] = True
+            square_reach = np.ones((2 * reach_bins + 1,) * 2, bool)
+            widened = np.argwhere(ndimage.binary_dilation(informative, structure=square_reach))
+            nominal = model.speckle_moments(CENTRE, BINNING, **SENSOR, bins=widened)
         self.moments = nominal
         self.rows, self.cols = nominal.bins.T
         self.grid = np.arange(-half_um, half_um + 1e-9, step_um)
@@ -162,15 +180,55 @@ class GridLikelihood:
         return out
 
 
-def slope_corrected(estimates: dict[int, np.ndarray], step_um: float, crb: np.ndarray) -> dict:
-    """sigma at the centre, x slope between the outer positions (+-step_um), sigma / slope / CRB."""
-    sigma = estimates[0].std(axis=0, ddof=1)
-    slope = (estimates[1][:, 0].mean() - estimates[-1][:, 0].mean()) / (2 * step_um)
+def slope_corrected(estimates: dict[Offset, np.ndarray], mirrors: int, um: float, crb: np.ndarray) -> dict:
+    """sigma at the centre, x slope between the outer positions (+-mirrors), sigma / slope / CRB."""
+    sigma = estimates[(0, 0)].std(axis=0, ddof=1)
+    right, left = (estimates[(sign * mirrors, 0)][:, 0].mean() for sign in (1, -1))
+    slope = (right - left) / (2 * mirrors * um)
     return {
         "sigma_um": sigma.tolist(),
         "slope_x": float(slope),
         "sigma_over_slope_um": (sigma / slope).tolist(),
         "sigma_over_crb": (sigma / slope / crb).tolist(),
+    }
+
+
+def d_grid_types(params: BsbdParams) -> dict[Offset, int]:
+    """The bsbd D grid up to its symmetry: offsets (x, y) in mirrors with x >= y >= 0, each with the number
+    of grid positions it stands for. The target is a square and the medium isotropic, so sign flips and
+    x <-> y leave a position's statistics unchanged: 6 positions stand for the seed's 25."""
+    types: Counter[Offset] = Counter()
+    for dx, dy in snake_offsets(params.grid_size, params.grid_step_px):
+        far, near = sorted((abs(round(dx)), abs(round(dy))), reverse=True)
+        types[(far, near)] += 1
+    return dict(sorted(types.items()))
+
+
+def d_grid_summary(
+    estimates: dict[Offset, np.ndarray], types: dict[Offset, int], um: float, crb: np.ndarray
+) -> dict:
+    """sigma / m' / CRB per ring (Chebyshev distance in mirrors) and over the whole D grid, as
+    ``bench_precision`` reports the network: one response slope m' fitted over the grid
+    (``models.evaluate.response_slope``) and sigma averaged over the positions. The grid's mirror images
+    make the fit with an intercept the same as this one through the origin; both axes are pooled."""
+    tt = tm = 0.0
+    for (far, near), count in types.items():
+        mean = estimates[(far, near)].mean(axis=0)
+        tt += count * (far**2 + near**2) * um**2
+        tm += count * (far * mean[0] + near * mean[1]) * um
+    slope = tm / tt
+    offsets = list(types)
+    weights = np.array([types[o] for o in offsets], float)
+    sigma = np.array([estimates[o].std(axis=0, ddof=1).mean() for o in offsets])
+    ring = np.array([o[0] for o in offsets])
+    return {
+        "slope": float(slope),
+        "sigma_um": {str(o): float(s) for o, s in zip(offsets, sigma, strict=True)},
+        "ring_sigma_over_crb": {
+            str(r): float(np.average(sigma[ring == r], weights=weights[ring == r]) / slope / crb[0])
+            for r in np.unique(ring)
+        },
+        "grid_sigma_over_crb": float(np.average(sigma, weights=weights) / slope / crb[0]),
     }
 
 
@@ -182,8 +240,10 @@ def main() -> None:
     ap.add_argument("--grid-half-um", type=float, default=None, help="default: the networks' +-40 px")
     ap.add_argument("--grid-step-um", type=float, default=0.4)
     ap.add_argument("--local-covariance-um", type=float, default=None, help="cell of Sigma(theta)")
+    ap.add_argument("--bins-reach", type=int, default=0, help="dilate the informative bins by this many")
     ap.add_argument("--wall-fraction", type=float, default=None, help="default: the bench's")
     ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--d-grid", action="store_true", help="at the bsbd D grid's positions, as the network")
     args = ap.parse_args()
     out: dict = {"b": args.b, "frames": args.frames}
     t0 = time.perf_counter()
@@ -191,6 +251,8 @@ def main() -> None:
     medium: dict = {"optical_thickness": args.b}
     if args.wall_fraction is not None:
         medium["wall_fraction"] = args.wall_fraction
+    types = d_grid_types(BsbdParams())
+    offsets = list(types) if args.d_grid else [(dx * args.slope_mirrors, 0) for dx in (-1, 0, 1)]
 
     for name, reflection in (("rigid", {"vibration_rms_um": 0.0}), ("vibrating", {})):
         cfg = BenchConfig(seed=args.seed, medium=medium, reflection=reflection)
@@ -199,29 +261,34 @@ def main() -> None:
         crb = np.array(bench.analytic_crb_um(target_px=CENTRE, binning=BINNING, **SENSOR))
         model = bench._reflection()
         half_um = args.grid_half_um or SHIFT_MAX_PX * model.um_per_px
-        likelihood = GridLikelihood(bench, half_um, args.grid_step_um, args.local_covariance_um)
+        likelihood = GridLikelihood(
+            bench, half_um, args.grid_step_um, args.local_covariance_um, args.bins_reach
+        )
         weights, nominal = likelihood.moments.estimator_weights(), likelihood.moments.mean
         rows, cols = likelihood.rows, likelihood.cols
-        estimates: dict[str, dict[int, np.ndarray]] = {}
-        step_um = args.slope_mirrors * model.um_per_mirror
+        estimates: dict[str, dict[Offset, np.ndarray]] = {}
         result: dict = {
             "crb_um": crb.tolist(),
             "vibration_rms_um": cfg.reflection.vibration_rms_um,
             "grid_half_um": half_um,
         }
-        for dx in (-1, 0, 1):
-            frames = list(draw(bench, clock, shown, CENTRE[0] + dx * args.slope_mirrors, args.frames, rng))
-            estimates.setdefault("linear", {})[dx] = np.array(
+        for offset in offsets:
+            frames = list(draw(bench, clock, shown, offset, args.frames, rng))
+            estimates.setdefault("linear", {})[offset] = np.array(
                 [weights @ (f[rows, cols] - nominal) for f in frames]
             )
             per_frame = [likelihood.estimate(f) for f in frames]
             for key in per_frame[0]:
-                estimates.setdefault(key, {})[dx] = np.array([e[key] for e in per_frame])
-            if dx == 0 and name == "rigid":  # the linear estimator is at the truth only here
-                sigma = estimates["linear"][0].std(axis=0, ddof=1)
+                estimates.setdefault(key, {})[offset] = np.array([e[key] for e in per_frame])
+            if offset == (0, 0) and name == "rigid":  # the linear estimator is at the truth only here
+                sigma = estimates["linear"][offset].std(axis=0, ddof=1)
                 result["at_truth"] = {"sigma_um": sigma.tolist(), "sigma_over_crb": (sigma / crb).tolist()}
         for key, est in estimates.items():
-            result[key] = slope_corrected(est, step_um, crb)
+            result[key] = (
+                d_grid_summary(est, types, model.um_per_mirror, crb)
+                if args.d_grid
+                else slope_corrected(est, args.slope_mirrors, model.um_per_mirror, crb)
+            )
         out[name] = result
     out["time_s"] = round(time.perf_counter() - t0, 1)
     print(
@@ -238,6 +305,10 @@ def main() -> None:
             if isinstance(val, dict) and "slope_x" in val:
                 rx, ry = val["sigma_over_crb"]
                 print(f"    {key}: {rx:.2f}, {ry:.2f}  (m' {val['slope_x']:.2f})")
+            elif isinstance(val, dict) and "grid_sigma_over_crb" in val:
+                rings = ", ".join(f"{v:.2f}" for v in val["ring_sigma_over_crb"].values())
+                grid = val["grid_sigma_over_crb"]
+                print(f"    {key}: grid {grid:.2f}; by ring {rings}  (m' {val['slope']:.2f})")
     print(json.dumps(out))
 
 
