@@ -180,11 +180,13 @@ class GridLikelihood:
         return out
 
 
-def slope_corrected(estimates: dict[Offset, np.ndarray], mirrors: int, um: float, crb: np.ndarray) -> dict:
+def slope_corrected(
+    estimates: dict[Offset, np.ndarray], mirrors: int, um_per_mirror: float, crb: np.ndarray
+) -> dict:
     """sigma at the centre, x slope between the outer positions (+-mirrors), sigma / slope / CRB."""
     sigma = estimates[(0, 0)].std(axis=0, ddof=1)
     right, left = (estimates[(sign * mirrors, 0)][:, 0].mean() for sign in (1, -1))
-    slope = (right - left) / (2 * mirrors * um)
+    slope = (right - left) / (2 * mirrors * um_per_mirror)
     return {
         "sigma_um": sigma.tolist(),
         "slope_x": float(slope),
@@ -205,7 +207,7 @@ def d_grid_types(params: BsbdParams) -> dict[Offset, int]:
 
 
 def d_grid_summary(
-    estimates: dict[Offset, np.ndarray], types: dict[Offset, int], um: float, crb: np.ndarray
+    estimates: dict[Offset, np.ndarray], types: dict[Offset, int], um_per_mirror: float, crb: np.ndarray
 ) -> dict:
     """sigma / m' / CRB per ring (Chebyshev distance in mirrors) and over the whole D grid, as
     ``bench_precision`` reports the network: one response slope m' fitted over the grid
@@ -214,8 +216,8 @@ def d_grid_summary(
     tt = tm = 0.0
     for (far, near), count in types.items():
         mean = estimates[(far, near)].mean(axis=0)
-        tt += count * (far**2 + near**2) * um**2
-        tm += count * (far * mean[0] + near * mean[1]) * um
+        tt += count * (far**2 + near**2) * um_per_mirror**2
+        tm += count * (far * mean[0] + near * mean[1]) * um_per_mirror
     slope = tm / tt
     offsets = list(types)
     weights = np.array([types[o] for o in offsets], float)
