@@ -44,7 +44,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from scipy import linalg, ndimage
+from scipy import linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -101,13 +101,8 @@ class GridLikelihood:
     ) -> None:
         model = bench._reflection()
         um = model.um_per_mirror
-        nominal = model.speckle_moments(CENTRE, BINNING, **SENSOR)
-        if reach_bins:
-            informative = np.zeros(np.array(model.shape) // BINNING, bool)
-            informative[tuple(nominal.bins.T)] = True
-            square_reach = np.ones((2 * reach_bins + 1,) * 2, bool)
-            widened = np.argwhere(ndimage.binary_dilation(informative, structure=square_reach))
-            nominal = model.speckle_moments(CENTRE, BINNING, **SENSOR, bins=widened)
+        bins = model.informative_bins(CENTRE, BINNING, **SENSOR, reach_bins=(reach_bins, reach_bins))
+        nominal = model.speckle_moments(CENTRE, BINNING, **SENSOR, bins=bins)
         self.moments = nominal
         self.rows, self.cols = nominal.bins.T
         self.grid = np.arange(-half_um, half_um + 1e-9, step_um)

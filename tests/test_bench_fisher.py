@@ -198,3 +198,24 @@ def test_pair_distances_rise_with_the_crb_slope_then_saturate() -> None:
     assert gram[1, 1] < 0.5 * 9.86**2 * j[0, 0]
     with pytest.raises(ValueError, match="axis"):
         bench.pair_distances(np.array([1.0]), 2)
+
+
+def test_informative_bins_are_the_moments_bins_and_dilate_by_the_reach() -> None:
+    """informative_bins without a reach is what speckle_moments keeps; with one, every bin within the reach
+    (rows, cols) of an informative bin is added and nothing else, and none falls outside the frame."""
+    bench = VirtualBench(BenchConfig(seed=4, medium={"optical_thickness": 2.5}), SimClock())
+    model = bench._reflection()
+    target, sensor = (511.0, 383.0), {"qe": 0.6, "read_noise_e": 1.38}
+    nominal = model.informative_bins(target, 4, **sensor)
+    assert np.array_equal(nominal, model.speckle_moments(target, 4, **sensor).bins)
+    widened = model.informative_bins(target, 4, **sensor, reach_bins=(1, 3))
+    chebyshev = np.abs(widened[:, None, :] - nominal[None, :, :])  # (widened, nominal, row/col)
+    within = np.any((chebyshev[..., 0] <= 1) & (chebyshev[..., 1] <= 3), axis=1)
+    assert within.all()
+    limit = np.array(model.shape) // 4
+    assert np.all((widened >= 0) & (widened < limit))
+    rows, cols = np.indices(tuple(limit))
+    candidates = np.stack([rows.ravel(), cols.ravel()], axis=1)
+    gap = np.abs(candidates[:, None, :] - nominal[None, :, :])
+    reached = np.any((gap[..., 0] <= 1) & (gap[..., 1] <= 3), axis=1)
+    assert len(widened) == int(reached.sum())  # every reachable bin is in, no other

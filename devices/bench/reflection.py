@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import linalg, special
+from scipy import linalg, ndimage, special
 
 from devices.bench import fisher_truth as ft
 from devices.bench import medium as med
@@ -596,7 +596,31 @@ class ReflectionModel:
         it, _ = self._target_envelope(centre, side)
         return exp_s * qe * ft.bin_image(ic + it + self.i_flow_bg + self.i_wall, binning)
 
-    def _widened_bins(
+    def informative_bins(
+        self,
+        target_px: tuple[float, float],
+        binning: int = 1,
+        qe: float = 1.0,
+        read_noise_e: float = 0.0,
+        reach_bins: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
+        """The informative bins (row, col) of ``target_px``, dilated by ``reach_bins`` (rows, cols) both ways.
+
+        The bins ``speckle_moments`` keeps by default, found without computing their covariance. Dilated,
+        they hold the light of targets moved off ``target_px`` as well, so that likelihoods and bounds
+        over several positions compare the frames on common bins; the dilation stops at the frame's edge.
+        """
+        ec, amplitude, dmean = self._speckle_terms(target_px)
+        q = self.cfg.reflection.exposure_s * qe
+        nominal = ft.signal_bins(ec, amplitude, self.i_wall, dmean, binning, q, binning**2 * read_noise_e**2)
+        if not any(reach_bins):
+            return nominal
+        chosen = np.zeros(np.array(self.shape) // binning, bool)
+        chosen[tuple(nominal.T)] = True
+        rectangle = np.ones((2 * reach_bins[0] + 1, 2 * reach_bins[1] + 1), bool)
+        return np.argwhere(ndimage.binary_dilation(chosen, structure=rectangle))
+
+    def _bins_reaching(
         self,
         target_px: tuple[float, float],
         reach_um: float,
@@ -605,17 +629,10 @@ class ReflectionModel:
         qe: float,
         read_noise_e: float,
     ) -> np.ndarray:
-        """The informative bins (row, col) of ``target_px``, widened by ``reach_um`` both ways along ``axis``
-        (0 = x) and kept inside the frame: bins that hold the image of every moved target."""
-        ec, amplitude, dmean = self._speckle_terms(target_px)
-        q = self.cfg.reflection.exposure_s * qe
-        nominal = ft.signal_bins(ec, amplitude, self.i_wall, dmean, binning, q, binning**2 * read_noise_e**2)
+        """The informative bins of ``target_px`` widened by ``reach_um`` both ways along ``axis`` (0 = x)."""
         reach = int(np.ceil(reach_um / self.um_per_px / binning))
-        step = np.zeros(2, int)
-        step[1 - axis] = 1  # bins are (row, col): x moves along columns
-        widened = np.concatenate([nominal + k * step for k in range(-reach, reach + 1)])
-        limit = np.array(self.shape) // binning
-        return np.unique(widened[np.all((widened >= 0) & (widened < limit), axis=1)], axis=0)
+        reach_bins = (0, reach) if axis == 0 else (reach, 0)  # bins are (row, col): x moves along columns
+        return self.informative_bins(target_px, binning, qe, read_noise_e, reach_bins)
 
     def _target_moved_by(
         self, target_px: tuple[float, float], offset_um: float, axis: int
@@ -643,7 +660,7 @@ class ReflectionModel:
         """
         shifts = np.asarray(shifts_um, dtype=float)
         moments = {"binning": binning, "qe": qe, "read_noise_e": read_noise_e}
-        bins = self._widened_bins(target_px, shifts.max() / 2, axis, binning, qe, read_noise_e)
+        bins = self._bins_reaching(target_px, shifts.max() / 2, axis, binning, qe, read_noise_e)
         out = np.empty(shifts.size)
         for i, h in enumerate(shifts):
             pair = [
@@ -669,7 +686,7 @@ class ReflectionModel:
         every test point's image. G_ii = h_i^2 J for small h_i (the linear Fisher information of the CRB).
         """
         offsets = np.asarray(offsets_um, dtype=float)
-        bins = self._widened_bins(target_px, np.abs(offsets).max(), axis, binning, qe, read_noise_e)
+        bins = self._bins_reaching(target_px, np.abs(offsets).max(), axis, binning, qe, read_noise_e)
         at_target = self.speckle_moments(target_px, binning, qe, read_noise_e, bins=bins)
         rows, cols = at_target.bins.T
         moved = np.array(
