@@ -328,6 +328,18 @@ class MicroManagerCamera(DeviceBase):
             "(set the camera to a 8/12/14/16-bit mode)"
         )
 
+    def _refuse_during_sequence(self, what: str) -> None:
+        """DeviceRefused while this driver's sequence runs: the core would not refuse it safely.
+
+        Micro-Manager accepts an exposure, ROI or binning change under a running sequence;
+        a ROI change re-sizes the circular buffer the camera thread is writing into (with
+        pymmcore and the DemoCamera the sequence silently ends, or the next pop segfaults).
+        """
+        if self._seq_active and self._call("check the sequence", self._live.is_sequence_running):
+            raise DeviceRefused(
+                f"MicroManagerCamera({self._label}): cannot {what} while a sequence is running"
+            )
+
     def _now(self) -> float:
         return time.monotonic() - self._t_open
 
@@ -382,6 +394,7 @@ class MicroManagerCamera(DeviceBase):
     def set_exposure(self, seconds: float) -> None:
         if not (math.isfinite(seconds) and seconds > 0):
             raise DeviceRefused(f"MicroManagerCamera({self._label}): exposure must be > 0 s, got {seconds!r}")
+        self._refuse_during_sequence("set the exposure")
         self._call(f"set the exposure to {seconds} s", self._live.set_exposure, float(seconds) * 1000.0)
 
     @property
@@ -403,6 +416,7 @@ class MicroManagerCamera(DeviceBase):
                 f"MicroManagerCamera({self._label}): ROI (x={x}, y={y}, w={width}, h={height}) "
                 f"outside the {cols}x{rows} sensor"
             )
+        self._refuse_during_sequence("change the ROI")
         self._apply_roi((int(x), int(y), int(width), int(height)))
         self._roi_request = (int(x), int(y), int(width), int(height))
 
@@ -416,6 +430,7 @@ class MicroManagerCamera(DeviceBase):
         self._call(f"set the ROI to {roi}", self._live.set_roi, x // b, y // b, w // b, h // b)
 
     def clear_roi(self) -> None:
+        self._refuse_during_sequence("clear the ROI")
         self._call("clear the ROI", self._live.clear_roi)
         self._roi_request = None
 
@@ -430,6 +445,7 @@ class MicroManagerCamera(DeviceBase):
             ) from exc
 
     def set_binning(self, factor: int) -> None:
+        self._refuse_during_sequence("change the binning")
         allowed = [
             str(v)
             for v in self._call(
@@ -451,8 +467,7 @@ class MicroManagerCamera(DeviceBase):
             self._apply_roi(self._roi_request)
 
     def snap(self) -> Frame:
-        if self._seq_active and self._call("check the sequence", self._live.is_sequence_running):
-            raise DeviceRefused(f"MicroManagerCamera({self._label}): cannot snap while a sequence is running")
+        self._refuse_during_sequence("snap")
         exposure = self.exposure_s
         t_start = self._now()
         self._call("snap an image", self._live.snap_image)

@@ -164,7 +164,7 @@ class SimulatedDmd(AlpDmd):
                 return picture
         if rc in (SIMALP_NOT_DISPLAYED, SIMALP_TIME_UNKNOWN):
             return None
-        raise alp_error("displayed pattern", "SimAlpGetDisplayed", rc)
+        raise alp_error("displayed pattern", "SimAlpGetDisplayedEx", rc)
 
     def _remember(self, stamp: int, index: int, picture: np.ndarray) -> None:
         with self._pictures_lock:

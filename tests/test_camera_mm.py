@@ -163,6 +163,27 @@ def test_read_frame_timeout_and_stop(cam: MicroManagerCamera) -> None:
     cam.stop_sequence()  # safe when none runs
 
 
+def test_settings_are_refused_while_a_sequence_runs(cam: MicroManagerCamera) -> None:
+    """The core accepts them, but a ROI change under a running sequence ends it (or segfaults)."""
+    cam.set_exposure(0.05)
+    cam.start_sequence(100, 0.0)
+    for change in (
+        lambda: cam.set_exposure(0.02),
+        lambda: cam.set_roi(0, 0, 100, 100),
+        cam.clear_roi,
+        lambda: cam.set_binning(2),
+        cam.snap,
+    ):
+        with pytest.raises(DeviceRefused, match="while a sequence is running"):
+            change()
+    assert cam.exposure_s == pytest.approx(0.05)
+    assert cam.roi == (0, 0, 512, 512)
+    assert cam.read_frame(timeout_s=5.0).image.shape == (512, 512)  # the sequence is unharmed
+    cam.stop_sequence()
+    cam.set_exposure(0.02)  # accepted again once stopped
+    assert cam.exposure_s == pytest.approx(0.02)
+
+
 def test_missing_config_file_names_it(adapter_dir: str, tmp_path: Path) -> None:
     missing = tmp_path / "no_such_config.cfg"
     with pytest.raises(DeviceError, match="no_such_config.cfg"):

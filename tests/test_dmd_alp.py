@@ -272,3 +272,12 @@ def test_displayed_pictures_are_cached_read_only_and_follow_new_uploads(dmd: Sim
     np.testing.assert_array_equal(shown, new[0])
     dmd.halt()
     assert dmd.displayed_index(t) is None
+
+
+def test_library_errors_while_reading_the_displayed_picture_name_the_call(
+    dmd: SimulatedDmd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dmd.extras, "displayed_key", lambda device, t_us: (1003, -1, -1, 0))
+    for read in (dmd.displayed_pattern, dmd.displayed_index):
+        with pytest.raises(AlpError, match=r"\(SimAlpGetDisplayedEx\) failed: ALP_NOT_AVAILABLE \(1003\)"):
+            read(0.0)
