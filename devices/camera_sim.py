@@ -150,7 +150,10 @@ class SimulatedCamera(DeviceBase):
         return self._binning
 
     def set_binning(self, factor: int) -> None:
-        factor_int = int(factor)
+        try:
+            factor_int = int(factor)
+        except (TypeError, ValueError, OverflowError):  # NaN, inf, text: refused below like 0
+            factor_int = 0
         if factor_int != factor or factor_int < 1:
             raise DeviceRefused(f"SimulatedCamera: binning must be a positive integer, got {factor!r}")
         _, _, w, h = self._roi

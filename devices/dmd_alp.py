@@ -36,6 +36,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import TypeVar
 
 import numpy as np
@@ -363,14 +364,14 @@ class AlpDmd(DeviceBase):
         """
         alp = self._require_open("upload")
         frames = self._validated_patterns(patterns)
-        if isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or not 1 <= bit_depth <= 8:
+        # numbers' ABCs admit numpy scalars (np.int64 from a config array, np.float32 from a GUI spin box)
+        if isinstance(bit_depth, bool) or not isinstance(bit_depth, Integral) or not 1 <= bit_depth <= 8:
             raise DeviceRefused(f"ALP DMD: upload: bit_depth must be an integer 1..8, got {bit_depth!r}")
-        if not (
-            isinstance(picture_time_s, int | float) and math.isfinite(picture_time_s) and picture_time_s > 0
-        ):
+        if not (isinstance(picture_time_s, Real) and math.isfinite(picture_time_s) and picture_time_s > 0):
             raise DeviceRefused(
                 f"ALP DMD: upload: picture_time_s must be a positive number, got {picture_time_s!r}"
             )
+        bit_depth, picture_time_s = int(bit_depth), float(picture_time_s)
         picture_us = round(picture_time_s * 1e6)
         self._halt("upload")
         self._free_sequence("upload")

@@ -136,6 +136,13 @@ def test_upload_replaces_and_frees_the_previous_sequence(dmd: SimulatedDmd) -> N
     assert not dmd.is_projecting()
 
 
+def test_upload_takes_numpy_scalars(dmd: SimulatedDmd) -> None:
+    """A bit depth read from a config array or a picture time from a float32 widget are valid values."""
+    dmd.upload(patterns(2), picture_time_s=np.float32(0.005), bit_depth=np.int64(8))
+    assert (dmd.n_pictures, dmd.bit_depth, dmd.picture_time_s) == (2, 8, 0.005)
+    assert type(dmd.bit_depth) is int
+
+
 @pytest.mark.parametrize(
     ("frames", "picture_time_s", "bit_depth", "message"),
     [
