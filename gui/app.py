@@ -92,6 +92,8 @@ class MainWindow(QMainWindow):
         self._plan: Plan | None = None
         self._close_pending = False
         self._preparing = False  # a start was requested, the run is being prepared on the device thread
+        self._early_pause = False  # Pause pressed while preparing: the run starts paused
+        self._early_abort: str | None = None  # Abort pressed (or window closed) while preparing
         self._shut = False
 
         self.camera = CameraPanel(self.session, self.tasks)
@@ -202,6 +204,7 @@ class MainWindow(QMainWindow):
         self.protocol.set_state(RunState.IDLE)
         self.camera.set_run_active(True)  # no new snaps: the run is about to take the camera
         self._preparing = True
+        self._early_pause, self._early_abort = False, None
 
         def prepare() -> PreparedRun:
             with self.session.devices() as bench:
@@ -231,9 +234,11 @@ class MainWindow(QMainWindow):
         )
         self.protocol.progress.setMaximum(max(len(prepared.plan.events), 1))
         self.protocol.progress.setValue(0)
+        if self._early_pause:
+            self.controller.pause()
+        if self._early_abort is not None:  # aborted or closed while the run was being prepared
+            self.controller.abort(self._early_abort)
         self.controller.start()
-        if self._close_pending:  # closed while the run was being prepared
-            self.controller.abort("window closed during the run")
 
     def _files_being_written(self) -> set[Path]:
         if self.running and self.prepared is not None:
@@ -241,18 +246,25 @@ class MainWindow(QMainWindow):
         return set()
 
     def pause_run(self) -> None:
-        if self.controller is not None:
+        if self._preparing:
+            self._early_pause = True
+        elif self.controller is not None:
             self.controller.pause()
             log.info("pausing the run")
 
     def resume_run(self) -> None:
-        if self.controller is not None:
+        if self._preparing:
+            self._early_pause = False
+        elif self.controller is not None:
             self.controller.resume()
             log.info("resuming the run")
 
     def abort_run(self, reason: str = "aborted by user") -> None:
         self.mount_confirmer.cancel_pending()  # a run waiting for a sample mount gets "no"
-        if self.controller is not None:
+        if self._preparing:
+            self._early_abort = reason
+            log.info("aborting the run (still being prepared)")
+        elif self.controller is not None:
             self.controller.abort(reason)
             log.info("aborting the run")
 

@@ -1,15 +1,17 @@
-"""``specklab gui [--config CONFIG] [--set KEY=VALUE] [--reset-layout]``: the control panel.
+"""``specklab gui [--config CONFIG] [--set KEY=VALUE] [--replay RUN] [--no-bench] [--reset-layout]``.
 
 Registered into the ``specklab`` command by ``acquisition/cli.py`` (``PLUGIN_MODULES``). Qt is
 imported only when the subcommand runs, so ``specklab acquire`` on a headless machine never
 loads it. The config is validated before any window opens: a bad file exits with code 2 and the
 loader's message, as every other subcommand does. The window layout is saved on close and
-restored on start (:mod:`gui.layout`); ``--reset-layout`` starts from the default one.
+restored on start (:mod:`gui.layout`); ``--reset-layout`` starts from the default one. An
+error escaping a slot is logged, not fatal (:func:`log_unhandled`).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -44,10 +46,33 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
     from PyQt5.QtWidgets import QApplication
 
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    previous_hook, sys.excepthook = sys.excepthook, log_unhandled
+    try:
+        return _run_window(app, cfg, args)
+    finally:
+        sys.excepthook = previous_hook
+
+
+def log_unhandled(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """``sys.excepthook`` while the window runs: an exception escaping a Qt slot is logged (log pane).
+
+    With Python's own hook PyQt5 aborts the process on such an exception, which would leave a
+    run's file unfinished and the pump running. Ctrl-C in the terminal quits the window cleanly
+    (a run is aborted, the devices closed) instead.
+    """
+    if issubclass(exc_type, KeyboardInterrupt):
+        from PyQt5.QtWidgets import QApplication
+
+        QApplication.quit()
+        return
+    logging.getLogger("gui").critical("unexpected error: %s", exc, exc_info=(exc_type, exc, tb))
+
+
+def _run_window(app: Any, cfg: Any, args: argparse.Namespace) -> int:
     from gui.app import MainWindow
     from gui.layout import open_settings
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow(
         cfg,
         args.config,

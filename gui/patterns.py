@@ -56,12 +56,18 @@ def random_mask(
 def from_image_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """An image file (anything Qt or numpy ``.npy`` reads) scaled to the DMD, as 8-bit gray.
 
-    ``.npy`` arrays are taken as they are (must already match the DMD); other formats are
-    decoded with Qt's image reader so no imaging library is needed.
+    ``.npy`` arrays are taken as they are (numeric, must already match the DMD); other formats
+    are decoded with Qt's image reader so no imaging library is needed. A file that cannot be
+    used raises ValueError.
     """
     p = Path(path)
     if p.suffix.lower() == ".npy":
-        arr = np.load(p)
+        try:
+            arr = np.load(p)
+        except (EOFError, ValueError) as exc:  # empty, truncated, pickled, or not .npy at all
+            raise ValueError(f"{p.name}: not a readable .npy array ({exc})") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+            raise ValueError(f"{p.name}: not a numeric array")
         if arr.shape != tuple(shape):
             raise ValueError(f"{p.name}: array is {arr.shape}, the DMD is {tuple(shape)}")
         return np.clip(arr, 0, 255).astype(np.uint8)

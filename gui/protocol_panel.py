@@ -8,7 +8,6 @@ parameters start from the loaded config's values for each protocol, so the GUI a
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from PyQt5.QtWidgets import (
 
 from acquisition.protocols import PROTOCOLS
 from acquisition.runner import Progress, RunState
+from acquisition.wiring import default_output
 from gui.form import ModelForm
 
 
@@ -122,8 +122,8 @@ class ProtocolPanel(QWidget):
         self.out.setText(str(self.suggest_output()))
 
     def suggest_output(self) -> Path:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return Path(self.config.run.output_dir) / f"{self.protocol}-{stamp}.h5"
+        """``specklab acquire``'s default output for the chosen protocol."""
+        return default_output(self.config, self.protocol)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Run file", self.out.text(), "HDF5 run (*.h5)")

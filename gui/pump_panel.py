@@ -43,7 +43,6 @@ class PumpPanel(QWidget):
         super().__init__(parent)
         self.session = session
         self.tasks = tasks
-        self.last_status: PumpStatus | None = None
         self.polls = 0
         self._pending = False
 
@@ -132,7 +131,6 @@ class PumpPanel(QWidget):
     def _show(self, s: PumpStatus) -> None:
         self._pending = False
         self.polls += 1
-        self.last_status = s
         state = "running" if s.running else "stopped"
         self.status_label.setText(
             f"{state}, {s.direction} at {s.rate_ml_per_h:g} ml/h, syringe {s.diameter_mm:g} mm, "

@@ -93,6 +93,7 @@ class ReplayPanel(QWidget):
         self.speed = QComboBox()
         self.speed.addItems(list(SPEEDS))
         self.speed.setCurrentText("1× (recorded)")
+        self.speed.currentTextChanged.connect(self._anchor)  # the new speed counts from the shown frame
         self.cmap = QComboBox()
         self.cmap.addItems(COLOUR_MAPS)
         self.position_label = QLabel("no run")
@@ -145,17 +146,35 @@ class ReplayPanel(QWidget):
             return False
         self.close_run()
         try:
-            reader = RunReader(path)
+            self.reader = RunReader(path)
+            self._load_metadata()
         except (FileNotFoundError, RunFileError, OSError) as exc:
-            log.error("replay: %s", exc)
-            self.position_label.setText(f"cannot open: {exc}")
-            return False
-        self.reader = reader
+            return self._refuse(path, str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. another program's HDF5 file with /entry/data/frames
+            what = f"{type(exc).__name__}: {exc}"
+            return self._refuse(path, f"{path} is not a readable specklab run file ({what})")
+        r = self.reader
         self.path.setText(str(path))
-        self._load_metadata()
-        log.info("replay: %s (%s, %s, %d frames)", path, reader.protocol, reader.status, reader.n_frames)
+        log.info("replay: %s (%s, %s, %d frames)", path, r.protocol, r.status, r.n_frames)
         self.run_opened.emit(str(path))
         return True
+
+    def _refuse(self, path: str | Path, text: str) -> bool:
+        """Nothing of a file that did not open (or of the run open before it) stays on screen."""
+        self.close_run()
+        self.indices = np.zeros(0, dtype=np.int64)
+        self.slider.setRange(0, 0)
+        self.attrs_text.clear()
+        self._clear()
+        log.error("replay: %s", text)
+        self.position_label.setText(f"cannot open: {text}")
+        return False
+
+    def _clear(self) -> None:
+        """Nothing shown: no frame, no metadata (no run, or a run without frames)."""
+        self.view.clear()
+        self.current_frame = None
+        self.frame_table.setRowCount(0)
 
     def reload(self) -> None:
         """Re-read the valid-frame counter (a run still being written has grown)."""
@@ -227,7 +246,7 @@ class ReplayPanel(QWidget):
         """Show the ``pos``-th frame of the filtered list (slider value)."""
         if self.reader is None or len(self.indices) == 0:
             self.position_label.setText("no frames")
-            self.current_frame = None
+            self._clear()
             return
         pos = int(min(max(pos, 0), len(self.indices) - 1))
         self.position = pos
@@ -264,16 +283,21 @@ class ReplayPanel(QWidget):
 
     # -- playing -----------------------------------------------------------------------------------
     def _on_play(self, on: bool) -> None:
-        if on and self.reader is not None and len(self.indices):
+        if on and self.reader is not None and len(self.indices) > 1:
             if self.position >= len(self.indices) - 1:
                 self.show_position(0)
-            self._play_t0 = time.monotonic()
-            self._play_ts0 = float(self._timestamps[self.indices[self.position]])
+            self._anchor()
             self._schedule()
-        else:
+        else:  # nothing to play (no run, or a single frame: it is shown already)
             self._timer.stop()
             if on:
                 self.play_btn.setChecked(False)
+
+    def _anchor(self, *_: object) -> None:
+        """Replay time starts at the shown frame now (on Play, and when the speed changes)."""
+        if self.reader is not None and len(self.indices):
+            self._play_t0 = time.monotonic()
+            self._play_ts0 = float(self._timestamps[self.indices[self.position]])
 
     def _schedule(self) -> None:
         self._timer.start(int(1000 / DISPLAY_HZ))

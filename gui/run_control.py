@@ -1,6 +1,6 @@
 """One protocol run in a background thread, controllable from the GUI (Qt-free).
 
-Why not ``Runner.start`` directly: the GUI must (1) hold the session's device lock for the
+Why a wrapper around the runner: the GUI must (1) hold the session's device lock for the
 whole run so no manual command touches the camera/DMD mid-block, and (2) accept an abort that
 arrives *before* the runner exists (a window closed in the first milliseconds). The run itself
 goes through :func:`acquisition.runner.record`, the same function ``specklab acquire`` uses:
@@ -75,7 +75,8 @@ class RunController:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        """True from :meth:`start` until the result is known (already False inside ``on_done``)."""
+        return self._thread.is_alive() and self.result is None
 
     # -- the run thread ----------------------------------------------------------------------------
     def _hook(self, runner: Runner) -> None:

@@ -48,8 +48,6 @@ class LiveViewSink(QObject):
     """
 
     frame_ready = pyqtSignal(object, object)  # Frame, Event | None
-    run_started = pyqtSignal(object)  # RunInfo
-    run_finished = pyqtSignal(str, object)  # status, error
 
     def __init__(self, max_hz: float = DISPLAY_HZ, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -68,7 +66,6 @@ class LiveViewSink(QObject):
         with self._lock:
             self.received = self.emitted = 0
             self._last = -float("inf")
-        self.run_started.emit(info)
 
     def frame(self, frame: Frame, event: Event | None) -> None:
         now = time.monotonic()
@@ -81,7 +78,7 @@ class LiveViewSink(QObject):
         self.frame_ready.emit(frame, event)
 
     def finish(self, status: str, error: str | None = None) -> None:
-        self.run_finished.emit(status, error)
+        """Nothing to do: the window learns the outcome from the runner (:class:`RunBridge`)."""
 
 
 class RunBridge(QObject):

@@ -52,6 +52,14 @@ def test_image_file_pattern(tmp_path):
     np.testing.assert_array_equal(patterns.from_image_file(tmp_path / "p.npy", (20, 30)), arr)
     with pytest.raises(ValueError, match="DMD"):
         patterns.from_image_file(tmp_path / "p.npy", (10, 10))
+    # unusable .npy files are a ValueError (the DMD panel logs it) not EOFError/TypeError into a slot
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "text.npy", np.full((20, 30), "a"))
+    with open(tmp_path / "npz.npy", "wb") as f:
+        np.savez(f, a=arr)  # a zip archive named .npy: np.load returns an NpzFile
+    for bad in ("empty.npy", "text.npy", "npz.npy"):
+        with pytest.raises(ValueError, match=bad):
+            patterns.from_image_file(tmp_path / bad, (20, 30))
     from PyQt5.QtGui import QImage
 
     img = QImage(60, 40, QImage.Format_Grayscale8)
@@ -154,6 +162,36 @@ def test_bench_that_fails_to_open_leaves_replay_usable(qtbot, tmp_path):
     w.shutdown()
 
 
+def test_closing_while_the_bench_is_still_opening_closes_it_later(tmp_path):
+    """A window closed while a slow bench opens (Micro-Manager, ALP) must not leave the devices open."""
+    import contextlib
+    import threading
+    import time
+
+    from gui.session import BenchSession
+
+    inner, states = fake_opener(), []
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def slow(config):
+        release.wait(5)
+        with inner(config) as bench:
+            states.append("open")
+            yield bench
+        states.append("closed")
+
+    session = BenchSession(small_config(tmp_path), opener=slow)
+    session.submit(session.open)
+    session.close(timeout_s=0.05)  # gives up waiting: the bench is still opening
+    release.set()
+    deadline = time.monotonic() + 5
+    while states != ["open", "closed"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert states == ["open", "closed"]  # the queued close used to be cancelled: devices left open
+    assert session.bench is None
+
+
 # -- command line ----------------------------------------------------------------------------------
 def test_gui_subcommand_is_registered_and_rejects_bad_config(tmp_path, capsys):
     from acquisition.cli import build_parser, main
@@ -164,6 +202,48 @@ def test_gui_subcommand_is_registered_and_rejects_bad_config(tmp_path, capsys):
     bad.write_text("[run]\nprotocoll = 'bsbd'\n")
     assert main(["gui", "--config", str(bad)]) == 2
     assert "protocoll" in capsys.readouterr().err
+
+
+def test_an_error_escaping_a_slot_is_logged_not_fatal(qtbot, tmp_path, monkeypatch):
+    """Under ``specklab gui`` an exception out of a slot goes to the log pane; PyQt5 used to abort()."""
+    import sys
+    from pathlib import Path
+
+    from PyQt5.QtCore import QSettings, QStandardPaths
+    from PyQt5.QtWidgets import QApplication, QPushButton
+
+    from acquisition.cli import main
+    from gui import cli as gui_cli
+
+    QSettings.setPath(QSettings.NativeFormat, QSettings.UserScope, str(tmp_path / "config"))
+    hook_before = sys.excepthook
+    seen: dict = {}
+    quit_calls: list[int] = []
+    monkeypatch.setattr(QApplication, "quit", lambda: quit_calls.append(1))
+
+    def fake_exec(app) -> int:
+        w = next(x for x in QApplication.topLevelWidgets() if isinstance(x, MainWindow) and x.isVisible())
+        seen["hook"] = sys.excepthook
+        button = QPushButton()
+        button.clicked.connect(lambda: 1 / 0)
+        button.click()  # PyQt5 hands the ZeroDivisionError to sys.excepthook
+        qtbot.waitUntil(lambda: "ZeroDivisionError" in w.log_pane.toPlainText(), timeout=WAIT_MS)
+        sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)  # Ctrl-C: quit (then shut down)
+        assert w.close()
+        return 0
+
+    monkeypatch.setattr(QApplication, "exec_", fake_exec)
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        assert main(["gui", "--no-bench", "--config", str(repo / "configs" / "sim-bench.toml")]) == 0
+    finally:
+        QSettings.setPath(
+            QSettings.NativeFormat,
+            QSettings.UserScope,
+            QStandardPaths.writableLocation(QStandardPaths.GenericConfigLocation),
+        )
+    assert seen["hook"] is gui_cli.log_unhandled and quit_calls == [1]
+    assert sys.excepthook is hook_before  # restored when the window has closed
 
 
 def test_rate_meter_counts_a_window_not_bursts():

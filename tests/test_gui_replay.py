@@ -123,3 +123,75 @@ def test_results_panel_says_what_it_looks_for(qtbot, tmp_path):
     assert res.empty
     assert "empty.crb.json" in panel.run_label.text()
     assert headline({"a": 1, "b": "x", "c": [1, 2], "d": True}) == [("a", "1"), ("b", "x")]
+
+
+def record_run(out, n_frames: int, abort_at_start: bool = False):
+    """A small bsbd run (1 ms apart) recorded with the acquisition API; abort_at_start: no frames."""
+    clock = SimClock()
+    dmd = FakeDmd(clock)
+    engine = BenchEngine(dmd, FakeCamera(clock, dmd), FakePump(), PumpSettings(7.0))
+    plan = bsbd_plan(n_frames=n_frames, n_positions=1, interval_s=0.001)
+    hook = (lambda r: r.abort("test")) if abort_at_start else None
+    record(plan, engine, run_info(plan, engine.identities()), out, runner_hook=hook)
+    return out
+
+
+def test_a_file_that_is_not_a_run_is_refused_and_nothing_stale_stays(qtbot, panel, stored_run, tmp_path):
+    """Another program's HDF5 file with /entry/data/frames but nothing else of a run: refused, no raise."""
+    import h5py
+
+    foreign = tmp_path / "other-program.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("entry/data/frames", data=np.zeros((3, 4, 4), np.uint16))
+    assert panel.open_run(stored_run[0])
+    panel.slider.setValue(5)
+    assert not panel.open_run(foreign)  # raised KeyError('frames_written') into the slot: the app aborted
+    assert panel.reader is None and "cannot open" in panel.position_label.text()
+    assert "other-program.h5" in panel.position_label.text()
+    assert panel.view.getImageItem().image is None  # not the frame of the run open before
+    assert panel.attrs_text.toPlainText() == "" and panel.frame_table.rowCount() == 0
+    assert panel.open_run(stored_run[0])  # and the panel still works
+
+
+def test_a_run_without_frames_shows_no_stale_frame(qtbot, panel, stored_run, tmp_path):
+    empty = record_run(tmp_path / "empty.h5", 8, abort_at_start=True)
+    assert panel.open_run(stored_run[0])
+    assert panel.view.getImageItem().image is not None
+    assert panel.open_run(empty)
+    assert panel.reader.n_frames == 0 and panel.position_label.text() == "no frames"
+    assert panel.view.getImageItem().image is None  # was the previous run's frame under "no frames"
+    assert panel.frame_table.rowCount() == 0
+    panel.play_btn.setChecked(True)
+    assert not panel.play_btn.isChecked()
+
+
+def test_play_of_a_single_frame_stops(qtbot, panel, tmp_path):
+    run = record_run(tmp_path / "tiny.h5", 4)  # B, S, B, D: one S frame
+    assert panel.open_run(run)
+    panel.set_role("S")
+    assert len(panel.indices) == 1
+    panel.play_btn.setChecked(True)
+    qtbot.wait(150)  # the timer used to re-arm itself at 30 Hz forever, the button stuck on "playing"
+    assert not panel.play_btn.isChecked() and not panel._timer.isActive()
+    assert panel.current_frame == panel.indices[0]
+
+
+def test_changing_speed_while_playing_keeps_the_position(qtbot, panel, stored_run, monkeypatch):
+    """The new speed counts from the frame shown, not from the moment Play was pressed."""
+    import gui.replay_panel as rp
+
+    now = [100.0]
+    monkeypatch.setattr(rp.time, "monotonic", lambda: now[0])
+    assert panel.open_run(stored_run[0])  # 40 frames, 1 ms apart
+    panel.speed.setCurrentText("20×")
+    panel.play_btn.setChecked(True)
+    panel._timer.stop()  # ticks are driven by hand on the fake clock
+    now[0] += 0.001  # 20 ms of recorded time at 20x
+    panel._tick()
+    at = panel.position
+    assert 15 <= at <= 25
+    panel.speed.setCurrentText("0.25×")
+    now[0] += 0.0084  # 2.1 ms of recorded time at 0.25x
+    panel._tick()
+    assert panel.position == at + 2  # the replay time used to fall back to 20 ms * 0.25 / 20: stuck for ages
+    panel.play_btn.setChecked(False)

@@ -136,3 +136,54 @@ def test_existing_output_is_not_overwritten(qtbot, make_window, tmp_path):
     qtbot.mouseClick(w.protocol.start_btn, 1)
     assert "exists" in w.protocol.message.text()
     assert out.read_bytes() == b"keep me"
+
+
+def start_while_preparing(qtbot, w: MainWindow, out):
+    """Click Start while the device thread is busy: the run stays "being prepared" until the gate opens."""
+    import threading
+
+    gate = threading.Event()
+    w.session.submit(gate.wait, 10)
+    w.protocol.out.setText(str(out))
+    qtbot.mouseClick(w.protocol.start_btn, 1)
+    assert w.controller is None and w.protocol.pause_btn.isEnabled() and w.protocol.abort_btn.isEnabled()
+    return gate
+
+
+def test_abort_while_the_run_is_being_prepared_is_not_lost(qtbot, make_window, tmp_path):
+    w = make_window(frames=2000, delay_s=0.01)
+    gate = start_while_preparing(qtbot, w, tmp_path / "early-abort.h5")
+    qtbot.mouseClick(w.protocol.abort_btn, 1)  # used to be ignored: the run then went on to the end
+    with qtbot.waitSignal(w.run_finished, timeout=WAIT_MS) as blocker:
+        gate.set()
+    assert blocker.args[0].status == "aborted" and blocker.args[0].frames == 0
+
+
+def test_pause_while_the_run_is_being_prepared_is_not_lost(qtbot, make_window, tmp_path):
+    w = make_window(frames=2000, delay_s=0.01)
+    gate = start_while_preparing(qtbot, w, tmp_path / "early-pause.h5")
+    qtbot.mouseClick(w.protocol.pause_btn, 1)
+    gate.set()
+    qtbot.waitUntil(lambda: w.protocol.resume_btn.isEnabled(), timeout=WAIT_MS)  # the run starts paused
+    assert w.controller._runner.engine.camera.counter == 0
+    with qtbot.waitSignal(w.run_finished, timeout=WAIT_MS) as blocker:
+        qtbot.mouseClick(w.protocol.abort_btn, 1)
+    assert blocker.args[0].status == "aborted" and blocker.args[0].frames == 0
+
+
+def test_close_is_not_lost_when_the_result_arrives_before_the_run_thread_ends(qtbot, make_window, tmp_path):
+    """The run thread reports its result, then still has to return: a deferred close must not wait on it."""
+    w = make_window(frames=2000, delay_s=0.01)
+    report = w.run_bridge.on_done
+
+    def slow_to_return(result) -> None:
+        report(result)
+        time.sleep(0.5)  # the GUI handles the result while the run thread is still alive
+
+    w.run_bridge.on_done = slow_to_return
+    w.show()
+    start(qtbot, w, tmp_path / "closed-late.h5")
+    qtbot.waitUntil(lambda: w.protocol.progress.value() >= 3, timeout=WAIT_MS)
+    assert w.close() is False
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=WAIT_MS)  # used to stay open for good
+    assert w.last_result.status == "aborted" and w.session.bench is None
