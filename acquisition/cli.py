@@ -1,8 +1,9 @@
 """The ``specklab`` command: acquire, info, replay, snap (+ subcommands registered by other packages).
 
-Exit codes: 0 success, 1 run failed, 2 bad usage or invalid config (nothing was opened),
-130 aborted (Ctrl-C). Diagnostics go to stderr; ``info --json`` and the final summaries
-of ``acquire``/``replay`` go to stdout as one JSON object, so scripts can parse them.
+Exit codes: 0 success, 1 run failed (or a device or the output file refused before the first
+frame), 2 bad usage or invalid config (nothing was opened), 130 aborted (Ctrl-C). Diagnostics go
+to stderr; ``info --json`` and the final summaries of ``acquire``/``replay`` go to stdout as one
+JSON object, so scripts can parse them.
 
 Ctrl-C during ``acquire`` asks the runner to abort between frames (DMD halted, pump
 stopped, file marked ``aborted``); a second Ctrl-C interrupts harder, and the runner's
@@ -36,6 +37,13 @@ log = logging.getLogger("specklab")
 
 
 # -- helpers -------------------------------------------------------------------------------------------
+
+
+def _setup_failed(command: str, exc: BaseException) -> int:
+    """A device or the output refused before any frame: one line, not a traceback (``-vv`` shows it)."""
+    log.debug("specklab %s: setup failed", command, exc_info=exc)
+    print(f"specklab {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> tuple[Callable[[Any], None], Callable[[], None]]:
@@ -119,6 +127,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     from acquisition.runner import Runner, record
     from acquisition.sinks import STATUS_ABORTED, STATUS_COMPLETE
     from acquisition.wiring import default_output, prepare_run
+    from devices.base import DeviceError
     from devices.factory import open_bench
 
     # 1. everything that can be checked without hardware, before any device opens
@@ -127,6 +136,9 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg, plan = loaded
     out = Path(args.out) if args.out else default_output(cfg, plan.protocol)
+    if out.is_dir():
+        print(f"specklab acquire: {out} is a folder, not a run file", file=sys.stderr)
+        return EXIT_USAGE
     if out.exists() and not args.overwrite:
         print(f"specklab acquire: {out} exists (use --overwrite to replace it)", file=sys.stderr)
         return EXIT_USAGE
@@ -171,8 +183,15 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             )
     except KeyboardInterrupt:
         close_bar()
-        print(f"specklab acquire: interrupted; {out} is closed and marked aborted", file=sys.stderr)
+        if "runner" in runner_ref:
+            print(f"specklab acquire: interrupted; {out} is closed and marked aborted", file=sys.stderr)
+        else:
+            print("specklab acquire: interrupted before the run started", file=sys.stderr)
         return EXIT_ABORTED
+    # a device refused its settings (ValueError: a DMD of another shape), or the run file cannot be created
+    except (DeviceError, OSError, ValueError) as exc:
+        close_bar()
+        return _setup_failed("acquire", exc)
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
@@ -230,15 +249,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from acquisition.hdf5_writer import Hdf5RunWriter
     from acquisition.reader import RunFileError, RunReader
     from acquisition.replay import ReplaySource
-    from acquisition.sinks import STATUS_COMPLETE, Dispatcher, RoleSummarySink
+    from acquisition.sinks import STATUS_ABORTED, STATUS_COMPLETE, Dispatcher, RoleSummarySink
 
     try:
         with RunReader(args.run) as r:
             total = r.n_frames
-    except (FileNotFoundError, RunFileError) as exc:
+        source = ReplaySource(args.run, speed=args.speed)
+    except (FileNotFoundError, RunFileError, ValueError) as exc:
         print(f"specklab replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    source = ReplaySource(args.run, speed=args.speed)
+    if args.to:
+        to = Path(args.to)
+        problem = None
+        if to.exists() and to.resolve() == Path(args.run).resolve():
+            problem = f"--to {to} is the run being replayed"
+        elif to.is_dir():
+            problem = f"--to {to} is a folder, not a run file"
+        elif to.exists() and not args.overwrite:
+            problem = f"{to} exists (use --overwrite to replace it)"
+        if problem:
+            print(f"specklab replay: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     dispatcher = Dispatcher()
     summary = RoleSummarySink()
     dispatcher.add(summary, critical=True, name="summary")  # the command's output: it must see every frame
@@ -248,6 +279,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, lambda s, f: source.abort())
     try:
         result = source.run(dispatcher, progress=update)
+    except OSError as exc:  # the --to file cannot be created
+        return _setup_failed("replay", exc)
     finally:
         signal.signal(signal.SIGINT, previous)
         close_bar()
@@ -263,10 +296,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "to": args.to,
         }
     )
-    return EXIT_OK if result.status == STATUS_COMPLETE else EXIT_FAILED
+    if result.status == STATUS_COMPLETE:
+        return EXIT_OK
+    return EXIT_ABORTED if result.status == STATUS_ABORTED else EXIT_FAILED
 
 
 def cmd_snap(args: argparse.Namespace) -> int:
+    from devices.base import DeviceError
     from devices.factory import open_bench
 
     loaded = _load_plan(args, "snap")
@@ -280,14 +316,17 @@ def cmd_snap(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     event = plan.events[args.event]
-    with open_bench(cfg) as bench:
-        bench.camera.set_exposure(event.exposure_s)
-        bench.dmd.show(plan.patterns.pattern(event.pattern_id))
-        try:
-            frame = bench.camera.snap()
-        finally:
-            bench.dmd.halt()
-    write_png(args.out, frame.image)
+    try:
+        with open_bench(cfg) as bench:
+            bench.camera.set_exposure(event.exposure_s)
+            bench.dmd.show(plan.patterns.pattern(event.pattern_id))
+            try:
+                frame = bench.camera.snap()
+            finally:
+                bench.dmd.halt()
+        write_png(args.out, frame.image)
+    except (DeviceError, OSError, ValueError) as exc:
+        return _setup_failed("snap", exc)
     _print_json(
         {
             "out": str(args.out),
@@ -303,6 +342,16 @@ def cmd_snap(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -321,8 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run file to write (default: <run.output_dir>/<protocol>-<time>.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--block-size", type=int, default=100, help="DMD pictures per upload (non-periodic plans)")
-    p.add_argument("--flush-every", type=int, default=100, help="flush the run file every N frames")
+    p.add_argument(
+        "--block-size", type=_positive_int, default=100, help="DMD pictures per upload (non-periodic plans)"
+    )
+    p.add_argument("--flush-every", type=_positive_int, default=100, help="flush the run file every N frames")
     p.add_argument(
         "--no-verify", action="store_true", help="skip the displayed-pattern check (simulated DMD)"
     )
@@ -337,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run file (.h5)")
     p.add_argument("--speed", type=float, default=None, help="x recorded pace (default: as fast as possible)")
     p.add_argument("--to", help="also record the replayed stream into this run file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
 

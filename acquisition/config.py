@@ -36,7 +36,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: ``gt=0`` lets ``inf`` through, and an infinite pump rate or timeout would
+    # only fail once the devices are open
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- devices ------------------------------------------------------------------------------------------
@@ -61,8 +63,14 @@ class AlpDmdConfig(_Strict):
     )
 
 
+_Offset = Annotated[int, Field(ge=0)]
+_Extent = Annotated[int, Field(gt=0)]
+
+
 class _CameraCommon(_Strict):
-    roi: tuple[int, int, int, int] | None = Field(default=None, description="(x, y, width, height)")
+    roi: tuple[_Offset, _Offset, _Extent, _Extent] | None = Field(
+        default=None, description="(x, y, width, height)"
+    )
     binning: int = Field(default=1, ge=1)
 
 
@@ -231,6 +239,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e})") from e
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -284,6 +294,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if keys == ["frames"]:
             frames = (value, text)
             continue
+        keys = _as_spelled(data, keys)
         _set_in(data, keys, value, text)
         origin[".".join(keys)] = text
     if frames is not None:
@@ -293,12 +304,23 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             name = canonical_name(str(name))
         except KeyError as e:
             raise ConfigError(f"--set {frames[1]!r}: {e.args[0]} in run.protocol") from None
-        # write under the spelling the file already uses, so a file's [protocols.speckle_sim] is not doubled
-        table = data.setdefault("protocols", {})
-        spelled = next((k for k in table if str(k).replace("_", "-") == name), name)
-        _set_in(data, ["protocols", spelled, "frames"], frames[0], frames[1])
-        origin[f"protocols.{spelled}.frames"] = frames[1]
+        keys = _as_spelled(data, ["protocols", name, "frames"])
+        _set_in(data, keys, frames[0], frames[1])
+        origin[".".join(keys)] = frames[1]
     return origin
+
+
+def _as_spelled(data: dict[str, Any], keys: list[str]) -> list[str]:
+    """``protocols.<name>...`` under the spelling ``data`` already uses (``speckle_sim`` or ``speckle-sim``).
+
+    Without this an override spelled the other way than the file would make a second, unknown table.
+    """
+    table = data.get("protocols")
+    if len(keys) < 2 or keys[0] != "protocols" or not isinstance(table, dict):
+        return keys
+    name = keys[1].replace("_", "-")
+    spelled = next((str(k) for k in table if str(k).replace("_", "-") == name), keys[1])
+    return ["protocols", spelled, *keys[2:]]
 
 
 def _normalise_protocol_keys(data: dict[str, Any]) -> None:
@@ -313,6 +335,28 @@ def _normalise_protocol_keys(data: dict[str, Any]) -> None:
 
 _DEVICE_KINDS = ("simulated", "alp", "micromanager", "newera")
 _NO_INPUT_ECHO = ("missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found")
+
+
+def _key_parts(key: str) -> list[str]:
+    parts = key.split(".")
+    if len(parts) > 1 and parts[0] == "protocols":
+        parts[1] = parts[1].replace("_", "-")  # [protocols.speckle_sim] is [protocols.speckle-sim]
+    return parts
+
+
+def _origin_hint(key: str, origin: Mapping[str, str] | None) -> str:
+    """`` [from --set ...]`` for each override that set ``key``, a table holding it or a value inside it.
+
+    An error can sit above the overridden value (``protocols.bsbd``: interval shorter than exposure)
+    or below it (``devices.camera.roi.0`` from ``--set devices.camera.roi=[...]``).
+    """
+    want = _key_parts(key)
+    hits = []
+    for k, text in (origin or {}).items():
+        have = _key_parts(k)
+        if have[: len(want)] == want or want[: len(have)] == have:
+            hits.append(f" [from --set {text}]")
+    return "".join(hits)
 
 
 def format_validation_error(
@@ -341,9 +385,7 @@ def format_validation_error(
         line = f"  {key}: {msg}"
         if err["type"] not in _NO_INPUT_ECHO and not isinstance(err.get("input"), dict):
             line += f" (got {err.get('input')!r})"
-        if origin and key in origin:
-            line += f" [from --set {origin[key]}]"
-        lines.append(line)
+        lines.append(line + _origin_hint(key, origin))
     return f"{source}: invalid configuration\n" + "\n".join(lines)
 
 
@@ -371,17 +413,19 @@ def validate_config(
     try:
         cfg.plan()
     except (ValueError, KeyError) as e:
-        raise ConfigError(f"{source}: invalid configuration\n  protocols.{cfg.run.protocol}: {e}") from None
+        key = f"protocols.{cfg.run.protocol}"
+        raise ConfigError(
+            f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
+        ) from None
     from devices.factory import check_samples  # the bench says which samples it can mount
 
     try:
         check_samples(cfg)
     except ValueError as e:
         key = f"protocols.{cfg.run.protocol}.samples"
-        hint = next(
-            (f" [from --set {t}]" for k, t in (origin or {}).items() if k.replace("_", "-") == key), ""
-        )
-        raise ConfigError(f"{source}: invalid configuration\n  {key}: {e}{hint}") from None
+        raise ConfigError(
+            f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
+        ) from None
     return cfg
 
 

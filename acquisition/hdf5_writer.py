@@ -77,6 +77,12 @@ PLANNED_COLUMNS: dict[str, str] = {
 #: Measured columns, filled frame by frame from what the camera returned.
 MEASURED_COLUMNS: dict[str, str] = {"timestamp_s": "f8", "exposure_s": "f8", "frame_number": "i8"}
 
+#: Attributes of /entry the writer sets itself; every other /entry attribute is ``RunInfo.extra``.
+ENTRY_ATTRS = (
+    "NX_class", "default", "format", "format_version", "protocol", "status", "error", "start_time",
+    "end_time", "frames_planned", "frames_written", "simulated", "um_per_px", "dtype",
+)  # fmt: skip
+
 
 def utc_now_iso() -> str:
     """ISO 8601 time with offset; run files from different labs must compare unambiguously."""
@@ -125,7 +131,8 @@ def _store_tree(group: h5py.Group, tree: Mapping[str, Any]) -> None:
             group.create_dataset(name, data="None", dtype=h5py.string_dtype())
         else:
             arr = np.asarray(value)
-            if arr.dtype.kind == "U":
+            # text arrays come back from RunReader as object arrays of str: store them as text again
+            if arr.dtype.kind == "U" or (arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr.flat)):
                 group.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype())
             elif arr.dtype.kind == "O":
                 group.create_dataset(name, data=to_json(value), dtype=h5py.string_dtype())

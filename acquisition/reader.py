@@ -128,9 +128,16 @@ class RunReader:
         except OSError:
             self._file = self._open_swmr()
             self._live = True
-        if "entry/data/frames" not in self._file:
+        missing = [
+            f"/{k}"
+            for k in ("entry/data/frames", "entry/frames_written", "entry/events")
+            if k not in self._file
+        ]
+        if not missing and "status" not in self._file["entry"].attrs:
+            missing = ["/entry@status"]
+        if missing:  # another program's HDF5 file (NeXus files have /entry/data too)
             self._file.close()
-            raise RunFileError(f"{self.path} is not a specklab run file (no /entry/data/frames)")
+            raise RunFileError(f"{self.path} is not a specklab run file (no {', '.join(missing)})")
         self._entry = self._file["entry"]
         self._ds = self._entry["data/frames"]
         self._table: np.ndarray | None = None

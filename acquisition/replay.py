@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from acquisition.events import Event
+from acquisition.hdf5_writer import ENTRY_ATTRS
 from acquisition.reader import RunReader
 from acquisition.runner import Progress, RunResult, RunState
 from acquisition.sinks import STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, Dispatcher, RunInfo, SinkError
@@ -58,7 +59,13 @@ class ReplaySource:
                 ground_truth=r.ground_truth,
                 um_per_px=float(a.get("um_per_px", float("nan"))),
                 simulated=bool(a.get("simulated", False)),
-                extra={"replayed_from": str(self.path), "original_status": r.status},
+                # the original's other /entry attributes (full_config, device_kinds, ...): analysis
+                # reads e.g. the camera binning from full_config, so a replayed copy must keep them
+                extra={
+                    **{k: v for k, v in a.items() if k not in ENTRY_ATTRS},
+                    "replayed_from": str(self.path),
+                    "original_status": r.status,
+                },
             )
 
     def frames(self, events: list[Event] | None = None) -> Iterator[tuple[Frame, Event]]:

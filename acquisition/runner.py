@@ -90,7 +90,6 @@ class Runner:
         self._resume.set()
         self._state = RunState.IDLE
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self.result: RunResult | None = None
 
     # -- commands (any thread) -----------------------------------------------------------
@@ -113,26 +112,7 @@ class Runner:
     def state(self) -> RunState:
         return self._state
 
-    @property
-    def paused(self) -> bool:
-        return not self._resume.is_set()
-
     # -- running ---------------------------------------------------------------------------
-    def start(self, plan: Plan, info: RunInfo) -> threading.Thread:
-        """Run in a background thread (for the GUI); ``join`` it, then read :attr:`result`."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("a run is already in progress")
-        self._thread = threading.Thread(
-            target=self.run, args=(plan, info), name="specklab-runner", daemon=True
-        )
-        self._thread.start()
-        return self._thread
-
-    def join(self, timeout_s: float | None = None) -> RunResult | None:
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        return self.result
-
     def run(self, plan: Plan, info: RunInfo) -> RunResult:
         """Execute every event of ``plan``; returns the outcome (never raises for device failures)."""
         with self._lock:

@@ -306,10 +306,6 @@ class Dispatcher:
         size = self.critical_queue if critical else self.observer_queue
         self._workers.append(_Worker(name, sink, critical, size, self.max_batch))
 
-    @property
-    def sinks(self) -> list[Sink]:
-        return [w.sink for w in self._workers]
-
     def start(self, info: RunInfo) -> None:
         """Set every sink up, then start their threads. A failing setup closes those already set up."""
         done: list[_Worker] = []
@@ -340,10 +336,6 @@ class Dispatcher:
             if w.critical and w.failed is not None:
                 return f"sink {w.name!r} failed: {type(w.failed).__name__}: {w.failed}"
         return None
-
-    def pending(self) -> dict[str, int]:
-        """Frames waiting in each queue (for progress displays)."""
-        return {w.name: w.queue.qsize() for w in self._workers}
 
     def close(self, status: str, error: str | None = None) -> list[SinkReport]:
         """Drain and join every worker, then ``finish`` every sink; returns the reports.

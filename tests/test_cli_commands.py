@@ -70,6 +70,17 @@ def test_bad_config_refused_before_any_device(tmp_path, monkeypatch, capsys):
     assert not out.exists() and opened == []
 
 
+@pytest.mark.parametrize("option", ["--block-size", "--flush-every"])
+def test_non_positive_counts_are_usage_errors(option, tmp_path, monkeypatch, capsys):
+    import devices.factory
+
+    monkeypatch.setattr(devices.factory, "open_bench", lambda cfg: pytest.fail("device opened"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["acquire", "--out", str(tmp_path / "r.h5"), option, "0"])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "must be >= 1" in capsys.readouterr().err
+
+
 def test_existing_output_refused(run_file, tmp_path, monkeypatch, capsys):
     import devices.factory
 
@@ -90,6 +101,71 @@ def test_replay_command(run_file, tmp_path, capsys):
     assert out["roles"]["D"]["frames"] == 12
     assert cli.main(["info", str(copy), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 48
+
+
+def test_replay_never_overwrites_a_run_unasked(run_file, tmp_path, capsys):
+    """``--to`` the replayed file itself used to truncate it before reading: the run was lost."""
+    before = run_file.read_bytes()
+    assert cli.main(["replay", str(run_file), "--no-progress", "--to", str(run_file)]) == cli.EXIT_USAGE
+    assert "is the run being replayed" in capsys.readouterr().err
+    other = tmp_path / "other.h5"
+    other.write_bytes(b"keep me")
+    assert cli.main(["replay", str(run_file), "--no-progress", "--to", str(other)]) == cli.EXIT_USAGE
+    assert "--overwrite" in capsys.readouterr().err
+    assert other.read_bytes() == b"keep me" and run_file.read_bytes() == before
+    assert cli.main(["replay", str(run_file), "--no-progress", "--to", str(other), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert (
+        cli.main(["replay", str(run_file), "--no-progress", "--to", str(other / "x.h5")]) == cli.EXIT_FAILED
+    )
+    assert "specklab replay: FileExistsError" in capsys.readouterr().err
+
+
+def test_replay_bad_speed_is_a_usage_error(run_file, capsys):
+    assert cli.main(["replay", str(run_file), "--no-progress", "--speed", "0"]) == cli.EXIT_USAGE
+    assert "speed must be > 0" in capsys.readouterr().err
+
+
+def test_replay_ctrl_c_exits_as_aborted(run_file, monkeypatch, capsys):
+    import os
+    import signal
+
+    from acquisition import sinks
+
+    original = sinks.RoleSummarySink.frame
+
+    def frame_then_ctrl_c(self, frame, event):
+        original(self, frame, event)
+        if event.index == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(sinks.RoleSummarySink, "frame", frame_then_ctrl_c)
+    # paced (48 frames 10 ms apart, at half speed: ~1 s), so the Ctrl-C lands mid-replay
+    assert cli.main(["replay", str(run_file), "--no-progress", "--speed", "0.5"]) == cli.EXIT_ABORTED
+    assert json.loads(capsys.readouterr().out)["status"] == "aborted"
+
+
+def test_device_refusing_its_settings_is_one_line_not_a_traceback(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[devices.camera]\nroi = [100, 0, 100, 10]\n")  # off the simulated 128x128 sensor
+    out = tmp_path / "run.h5"
+    args = ["--config", str(cfg), "--set", "frames=4"]
+    assert cli.main(["acquire", *args, "--out", str(out), "--no-progress"]) == cli.EXIT_FAILED
+    assert "DeviceRefused" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["snap", *args, "--out", str(tmp_path / "s.png")]) == cli.EXIT_FAILED
+    assert "DeviceRefused" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_one_line_not_a_traceback(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = ["--config", str(cfg), "--set", "frames=4", "--no-progress"]
+    assert cli.main(["acquire", *args, "--out", str(blocker / "run.h5")]) == cli.EXIT_FAILED
+    assert "specklab acquire: FileExistsError" in capsys.readouterr().err
+    assert cli.main(["acquire", *args, "--out", str(tmp_path), "--overwrite"]) == cli.EXIT_USAGE
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_plugins_registered_and_missing_ones_skipped(monkeypatch):

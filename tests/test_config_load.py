@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,10 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "[run\n"))
     with pytest.raises(ConfigError, match="is a value, not a table"):
         load_config(None, ["run.realtime=true", "run.realtime.x=1"])
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[run]\noutput_dir = "d\xe9j\xe0"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(latin1)
 
 
 class _FakeBench(BaseModel):
@@ -186,3 +191,44 @@ def test_simulated_sensor_constants_are_validated_and_reach_the_camera() -> None
         load_config(None, ["devices.camera.sensor.bogus=1"])
     with pytest.raises(ConfigError, match=r"qe must be in"):
         load_config(None, ["devices.camera.sensor.qe=2"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("devices.pump.rate_ml_per_h=inf", "devices.pump.rate_ml_per_h"),
+        ("devices.pump.timeout_s=inf", "devices.pump.timeout_s"),
+        ("devices.camera.sensor.read_noise_e=nan", "devices.camera.sensor.read_noise_e"),
+        ("protocols.bsbd.interval_s=inf", "protocols.bsbd.interval_s"),
+        ("protocols.bsbd.magnification=inf", "protocols.bsbd.magnification"),
+    ],
+)
+def test_non_finite_numbers_refused(override: str, key: str, no_bench_model: None) -> None:
+    """``gt=0`` lets ``inf`` through: it must be refused at load, not when the pump or camera gets it."""
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: Input should be a finite number"):
+        load_config(None, [override])
+
+
+def test_camera_roi_must_be_on_the_sensor_side_of_zero(no_bench_model: None) -> None:
+    with pytest.raises(ConfigError, match=r"devices\.camera\.roi\.0: .*\[from --set devices\.camera\.roi="):
+        load_config(None, ["devices.camera.roi=[-1, 0, 10, 10]"])
+    with pytest.raises(ConfigError, match=r"devices\.camera\.roi\.2: Input should be greater than 0"):
+        load_config(None, ["devices.camera.roi=[0, 0, 0, 10]"])
+
+
+def test_set_names_the_override_behind_a_table_level_error(no_bench_model: None) -> None:
+    with pytest.raises(
+        ConfigError, match=r"shorter than exposure_s .*\[from --set protocols\.bsbd\.exposure_s=1\]"
+    ):
+        load_config(None, ["protocols.bsbd.exposure_s=1"])
+
+
+def test_set_spelled_unlike_the_file_lands_in_the_files_table(tmp_path: Path, no_bench_model: None) -> None:
+    p = _write(tmp_path, "[run]\nprotocol = 'speckle-sim'\n[protocols.speckle-sim]\nn_masks = 7\nseed = 3\n")
+    cfg = load_config(p, ["protocols.speckle_sim.n_masks=2"])
+    assert cfg.protocol_params().n_masks == 2 and cfg.protocol_params().seed == 3
+
+
+def test_frames_shorthand_when_protocols_is_not_a_table() -> None:
+    with pytest.raises(ConfigError, match="protocols is a value, not a table"):
+        load_config(None, ["protocols=1", "frames=3"])

@@ -149,6 +149,16 @@ def test_not_a_run_file(tmp_path):
         RunReader(tmp_path / "other.h5")
     with pytest.raises(FileNotFoundError):
         RunReader(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "nexus.h5", "w") as f:  # another program's NeXus file: /entry/data/frames too
+        f["entry/data/frames"] = np.zeros((2, 4, 4), np.uint16)
+    with pytest.raises(RunFileError, match="/entry/frames_written"):
+        RunReader(tmp_path / "nexus.h5")
+    with h5py.File(tmp_path / "nexus.h5", "a") as f:
+        f["entry/frames_written"] = 2
+        f.create_group("entry/events")
+    with pytest.raises(RunFileError, match="/entry@status"):
+        RunReader(tmp_path / "nexus.h5")
+    h5py.File(tmp_path / "nexus.h5", "w").close()  # HDF5 refuses to truncate a file still open: none is
 
 
 class TargetBank:

@@ -95,6 +95,33 @@ def test_replay_into_writer_reproduces_the_file(recorded, tmp_path):
         assert b.attrs["replayed_from"] == str(path)
 
 
+def test_replayed_copy_keeps_entry_attributes_and_ground_truth(tmp_path):
+    """A copy made by replay is read like the original: ``full_config`` (the camera binning the CRB
+    analysis needs), the other /entry attributes, and text arrays in the ground truth."""
+    from acquisition.hdf5_writer import ENTRY_ATTRS
+
+    plan = bsbd_plan(n_frames=12)
+    plan.ground_truth["axes"] = np.asarray(["ref", "x", "y"])  # like fisher-scan's
+    clock = SimClock()
+    dmd = FakeDmd(clock)
+    info = run_info(plan)
+    info.extra = {"full_config": '{"devices": {"camera": {"binning": 4}}}', "started_from": "cli"}
+    path, copy = tmp_path / "run.h5", tmp_path / "copy.h5"
+    assert record(plan, BenchEngine(dmd, FakeCamera(clock, dmd)), info, path).status == "complete"
+    d = Dispatcher()
+    d.add(Hdf5RunWriter(copy), critical=True)
+    assert ReplaySource(path).run(d).status == "complete"
+    with RunReader(path) as a, RunReader(copy) as b:
+        assert set(a.attrs) - {"full_config", "started_from"} == set(ENTRY_ATTRS)  # the writer's own
+        skip = {"start_time", "end_time", "replayed_from", "original_status"}
+        assert {k: v for k, v in b.attrs.items() if k not in skip} == {
+            k: v for k, v in a.attrs.items() if k not in skip
+        }
+        assert b.attrs["original_status"] == "complete"
+        assert list(b.ground_truth["axes"]) == ["ref", "x", "y"]
+        np.testing.assert_array_equal(b.ground_truth["grid_px"], a.ground_truth["grid_px"])
+
+
 def test_replay_paced_by_timestamps(recorded):
     _, path = recorded  # 40 frames recorded 5 ms apart: 195 ms of bench time
     d = Dispatcher(observer_queue=1000)

@@ -31,7 +31,7 @@ class ProtocolParams(BaseModel):
     ``--set frames=N`` means the same thing (exactly N frames) for every protocol.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # gt=0 lets inf through
 
     frames: int | None = Field(default=None, ge=1, description="total frames; None = natural length")
     exposure_s: float = Field(gt=0, description="camera exposure per frame")
