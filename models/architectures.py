@@ -98,7 +98,8 @@ def localisation_loss(logits: torch.Tensor, target_class: torch.Tensor, n_classe
 class AddCoords(nn.Module):
     """Concatenate x and y coordinate channels in [-1, 1] (and optionally the radius) to a feature map.
 
-    The coordinates are buffers built per spatial size on first use, so the module works at any depth.
+    The coordinates are built per spatial size, device and dtype on first use and cached (not state-dict
+    buffers), so the module works at any depth.
     """
 
     def __init__(self, with_r: bool = False) -> None:
@@ -257,13 +258,11 @@ class CoordConv(Localiser):
         self.convs = nn.ModuleList()
         self.pools = nn.ModuleList()
         cin = 1
-        for c in channels:
+        for i, c in enumerate(channels):
             stage = nn.ModuleList()
             for j in range(2):
                 first = j == 0
-                n_in = (cin if first else c) + (
-                    extra if (coord_layers == "all" or (first and cin == 1)) else 0
-                )
+                n_in = (cin if first else c) + (extra if (coord_layers == "all" or (i == 0 and first)) else 0)
                 stage.append(nn.Sequential(*_conv_bn_relu(n_in, c, kernel, batchnorm)))
             self.convs.append(stage)
             self.pools.append(nn.MaxPool2d(2))
@@ -373,7 +372,10 @@ def build_model(arch: str, n_classes: int = DEFAULT_N_CLASSES, **kwargs: Any) ->
         cls = ARCHITECTURES[arch]
     except KeyError as exc:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}") from exc
-    return cls(n_classes=n_classes, **kwargs)
+    try:
+        return cls(n_classes=n_classes, **kwargs)
+    except TypeError as exc:  # an unknown argument, or a value of the wrong type (``--model-arg``)
+        raise ValueError(f"bad {arch} constructor arguments {kwargs}: {exc}") from exc
 
 
 def count_parameters(model: nn.Module) -> int:

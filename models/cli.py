@@ -21,6 +21,13 @@ __all__ = ["register"]
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
+def _input_errors() -> tuple[type[Exception], ...]:
+    """What a bad input raises: a missing or unreadable file (RunFileError), a wrong option or run, ..."""
+    from acquisition.reader import RunFileError
+
+    return (OSError, ValueError, RunFileError)
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -42,7 +49,7 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items() if not str(k).startswith("_")}
+        return {str(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):
@@ -83,13 +90,9 @@ def _train_config(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     from models.train import learnt, train_repeats, train_run
 
-    try:
-        cfg = _train_config(args)
-    except ValueError as exc:
-        print(f"specklab train: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     progress = not args.no_progress
     try:
+        cfg = _train_config(args)
         if args.repeats > 1:
             paths = train_repeats(
                 args.run, cfg, args.out, args.repeats, resume=args.resume, progress=progress
@@ -97,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(json.dumps({"models": [str(p) for p in paths]}))
             return EXIT_OK
         ckpt = train_run(args.run, cfg, args.out, resume=args.resume, progress=progress)
-    except (OSError, ValueError) as exc:  # missing run, no calibration, not a bsbd run, ...
+    except _input_errors() as exc:  # missing run, no calibration, not a bsbd run, bad checkpoint, ...
         print(f"specklab train: {exc}", file=sys.stderr)
         return EXIT_USAGE
     last = ckpt["history"][-1]
@@ -142,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
             for p in paths
         ]
-    except (OSError, ValueError) as exc:  # also: a lattice that does not fit the training range
+    except _input_errors() as exc:  # also: a lattice that does not fit the training range
         print(f"specklab evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     result = results[0] if len(results) == 1 else aggregate_evaluations(results)
@@ -152,7 +155,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for warning in result.get("warnings", []):
         print(f"specklab evaluate: warning: {warning}", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            print(f"specklab evaluate: cannot write --out: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.json:
         print(text)
     else:
@@ -207,13 +214,17 @@ def cmd_grid_search(args: argparse.Namespace) -> int:
 
     from models.train import grid_search_run
 
-    cfg = _train_config(args)
-    results = grid_search_run(
-        args.run, cfg, max_parameters=args.max_parameters, progress=not args.no_progress
-    )
-    text = json.dumps(_json_safe({"arch": cfg.arch, "results": [asdict(r) for r in results]}))
-    if args.out:
-        Path(args.out).write_text(text)
+    try:
+        cfg = _train_config(args)
+        results = grid_search_run(
+            args.run, cfg, max_parameters=args.max_parameters, progress=not args.no_progress
+        )
+        text = json.dumps(_json_safe({"arch": cfg.arch, "results": [asdict(r) for r in results]}))
+        if args.out:
+            Path(args.out).write_text(text)
+    except _input_errors() as exc:
+        print(f"specklab grid-search: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(text)
     return EXIT_OK
 

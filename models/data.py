@@ -427,10 +427,11 @@ class LocalisationDataset(Dataset):
 
     def _frames_cache(self) -> _BlockCache:
         if self._cache is None or self._pid != os.getpid():
-            if self._source is None or self._pid != os.getpid():
-                if self._path is None:
-                    raise RuntimeError("dataset has neither an open source nor a run path")
+            if self._path is not None and (self._source is None or self._pid != os.getpid()):
                 self._source = open_source(self._path)  # a worker process: its own HDF5 handle
+            elif self._source is None:
+                raise RuntimeError("dataset has neither an open source nor a run path")
+            # else: an in-memory source (no path), inherited by a worker process: nothing to reopen
             self._pid = os.getpid()
             self._cache = _BlockCache(self._source.frames, self.block, self.cache_blocks)
         return self._cache
@@ -544,6 +545,14 @@ class DataConfig:
     block: int = 64
     background: bool = True  # False only for diagnostics (like ``specklab crb --no-background``)
 
+    def __post_init__(self) -> None:
+        if self.shift_max_px < 1:
+            raise ValueError(f"shift_max_px must be >= 1 camera px, got {self.shift_max_px}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.max_test is not None and self.max_test < 1:
+            raise ValueError(f"max_test must be >= 1 D frame, got {self.max_test}")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["axis_signs"] = list(self.axis_signs)
@@ -594,6 +603,11 @@ def build_datasets(
     hold_sel, train_sel = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
     if cfg.max_train is not None:
         train_sel = train_sel[: cfg.max_train]
+    if train_sel.size < 2:
+        raise ValueError(
+            f"{train_sel.size} S frames left for training ({s_idx.size} S frames, {hold_sel.size} held out,"
+            f" max_train {cfg.max_train}); at least 2 are needed"
+        )
     if cfg.max_test is not None:
         d_idx = d_idx[: cfg.max_test]
 

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,13 +353,16 @@ class LatticeBiasCorrector:
 
 
 def load_crb(path: str | Path | None) -> list[float] | None:
-    """``crb_um: [cx, cy]`` from a CRB JSON (as written by the analysis CLI)."""
+    """``crb_um: [cx, cy]`` from a CRB JSON (as written by the analysis CLI); ValueError unless two
+    positive finite numbers (σ / CRB divides by them)."""
     if path is None:
         return None
     data = json.loads(Path(path).read_text())
-    crb = data.get("crb_um")
-    if crb is None or len(crb) != 2:
-        raise ValueError(f"{path}: expected a 'crb_um': [cx, cy] entry")
+    crb = data.get("crb_um") if isinstance(data, dict) else None
+    ok = isinstance(crb, list) and len(crb) == 2
+    ok = ok and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in crb)
+    if not ok or not all(math.isfinite(c) and c > 0 for c in crb):
+        raise ValueError(f"{path}: expected a 'crb_um': [cx, cy] entry of two positive numbers (µm)")
     return [float(c) for c in crb]
 
 
@@ -427,12 +431,12 @@ def evaluate_model(
     lattice_side: int = LATTICE_SIDE,
     lattice_frames: int | None = LATTICE_MAX_FRAMES,
     batch_size: int = 512,
-) -> tuple[dict[str, Any], Predictions]:
+) -> dict[str, Any]:
     """Evaluate ``model`` on the D frames of ``data`` (a :class:`models.data.BsbdData`).
 
     With ``correct_bias`` the calibration lattice (``lattice_side`` points per axis, at most
     ``lattice_frames`` held-out frames per point) is predicted too and corrects the D predictions
-    (:func:`evaluate_predictions`).  Returns the evaluation dict and the raw D-frame predictions.
+    (:func:`evaluate_predictions`).  Returns the evaluation dict.
     """
     test = predict(model, data.test, data.grid, device=device, batch_size=batch_size)
     lat_pred, lat_meta = None, None
@@ -440,7 +444,7 @@ def evaluate_model(
         lat = build_calibration_lattice(data, n_side=lattice_side, max_frames=lattice_frames)
         lat_pred = predict(model, lat.dataset, data.grid, device=device, batch_size=batch_size)
         lat_meta = lat.meta
-    return evaluate_predictions(test, lat_pred, crb=crb, lattice_meta=lat_meta), test
+    return evaluate_predictions(test, lat_pred, crb=crb, lattice_meta=lat_meta)
 
 
 def evaluate_checkpoint(
@@ -453,7 +457,6 @@ def evaluate_checkpoint(
     lattice_side: int = LATTICE_SIDE,
     lattice_frames: int | None = LATTICE_MAX_FRAMES,
     batch_size: int = 512,
-    return_predictions: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the D frames of ``run_path`` (with the checkpoint's data settings).
 
@@ -467,7 +470,7 @@ def evaluate_checkpoint(
     model, ckpt = load_model(model_path, dev)
     data, source = build_run_data(run_path, ckpt["config"])
     try:
-        result, test = evaluate_model(
+        result = evaluate_model(
             model, data, device=dev, crb=crb, correct_bias=correct_bias, lattice_side=lattice_side,
             lattice_frames=lattice_frames, batch_size=batch_size,
         )  # fmt: skip
@@ -486,8 +489,6 @@ def evaluate_checkpoint(
     )
     if b is not None:
         result["b"] = b
-    if return_predictions:
-        result["_predictions"] = test
     return result
 
 

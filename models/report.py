@@ -118,7 +118,17 @@ def plot_training(
 
 
 def load_evaluations(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    """The evaluation JSONs (``specklab evaluate --json``); ValueError for a file that is not one."""
+    out = []
+    for p in paths:
+        try:
+            ev = json.loads(Path(p).read_text())
+        except ValueError as exc:  # also UnicodeDecodeError: e.g. a checkpoint given by mistake
+            raise ValueError(f"{p} is not an evaluation JSON ({exc})") from exc
+        if not isinstance(ev, dict) or not ("sigma_samples_um" in ev or "per_position" in ev):
+            raise ValueError(f"{p} is not an evaluation JSON (no per_position or sigma_samples_um)")
+        out.append(ev)
+    return out
 
 
 def _sigma_samples(ev: Mapping[str, Any]) -> np.ndarray:

@@ -6,7 +6,9 @@ Why it is built this way:
   batch order of epoch ``e`` is drawn from a generator seeded with ``(seed, e)``, not from a global
   stream, and the global RNG states (torch, CUDA, numpy, random; dropout uses them) are stored with
   every checkpoint.  Training N epochs in one go and training k epochs then ``--resume`` to N give
-  identical weights on the same device.
+  identical weights on the CPU.  On CUDA they agree only as far as the kernels are deterministic:
+  cuDNN's convolution backward and atomic-add reductions are not by default, so even two straight
+  runs can differ in the last bits.  ``--resume --device D`` may continue on another device.
 * **Checkpoint every epoch** (written to a temporary file then renamed, so a kill never leaves a
   half-written checkpoint): model, optimiser, completed epoch, RNG states, config, class grid, data
   digests, metrics history and prediction snapshots for the Fig. 3a-like histograms.  Checkpoints only
@@ -100,6 +102,12 @@ class TrainConfig:
     snapshot_epochs: tuple[int, ...] = (5, 25, 50)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:  # a batch of one frame is skipped (BatchNorm1d): nothing would be trained
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["data"] = self.data.to_dict()
@@ -125,10 +133,21 @@ class TrainConfig:
 
 
 def select_device(preference: str | None = None) -> torch.device:
-    """``preference`` if given, else CUDA when available, else CPU."""
-    if preference:
-        return torch.device(preference)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``preference`` if given, else CUDA when available, else CPU; ValueError if not usable here."""
+    if not preference:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {preference!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {preference!r}: CUDA is not available on this machine (use cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {preference!r}: this machine has {torch.cuda.device_count()} CUDA devices"
+            )
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -158,8 +177,9 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     )
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # a machine with fewer GPUs restores those it has
+        for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -180,8 +200,21 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`fit` (safe ``weights_only`` load)."""
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    """Load a checkpoint written by :func:`fit` (safe ``weights_only`` load, tensors on ``map_location``).
+
+    A missing file raises FileNotFoundError; anything torch cannot read (truncated, not a torch file,
+    objects a weights-only load refuses) raises ValueError.
+    """
+    try:
+        ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
+        # torch's own messages run to paragraphs (and suggest weights_only=False): name the error only
+        raise ValueError(
+            f"{path} is not a readable specklab localiser checkpoint ({type(exc).__name__}: truncated, "
+            "corrupt or not written by specklab train)"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a specklab localiser checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
@@ -260,7 +293,9 @@ def _tensor_batches(
         yield tuple(t[idx] for t in ds.tensors)
 
 
-def _epoch_batches(ds: Any, cfg: TrainConfig, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+def _epoch_batches(
+    ds: Any, cfg: TrainConfig, epoch: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, ...]]:
     if isinstance(ds, TensorDataset):
         return _tensor_batches(ds, cfg.batch_size, _epoch_generator(cfg.seed, epoch))
     sampler = BlockShuffleSampler(ds.block_of_items(), seed=cfg.seed)
@@ -268,7 +303,7 @@ def _epoch_batches(ds: Any, cfg: TrainConfig, epoch: int) -> Iterator[tuple[torc
     return iter(
         DataLoader(
             ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=False,
+            pin_memory=device.type == "cuda", persistent_workers=False,
         )
     )  # fmt: skip
 
@@ -293,21 +328,27 @@ def fit(
     """Train ``config.arch`` on ``data`` up to ``config.epochs`` epochs; returns the final checkpoint dict.
 
     With ``resume`` and an existing checkpoint, training continues from its last completed epoch with
-    its model/optimiser/RNG state (its data settings must match ``data``: checked by digest);
+    its model/optimiser/RNG state and config (:func:`_resumed_config`); its data settings must be
+    ``config.data``, the settings ``data`` was built with, and its shifts those of ``data`` (digest).
     ``config.epochs`` may exceed the original count to train longer.
     """
-    device = select_device(config.device)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     previous: dict[str, Any] | None = None
     if resume and ckpt_path is not None and ckpt_path.exists():
         previous = load_checkpoint(ckpt_path)
         if previous["data_meta"]["shifts_sha1"] != data.meta["shifts_sha1"]:
             raise ValueError("checkpoint was trained on a different data split/shifts; cannot resume")
-        epochs = config.epochs
-        config = TrainConfig.from_dict(previous["config"])
-        config.epochs = epochs
+        saved_data, now = previous["config"]["data"], config.data.to_dict()
+        changed = sorted(k for k in now if saved_data.get(k) != now[k])
+        if changed:  # ``data`` was built with ``config.data``: its samples are not those trained on
+            raise ValueError(
+                f"{ckpt_path} was trained with other data settings ({', '.join(changed)}); resume with the "
+                "options it was trained with"
+            )
+        config = _resumed_config(previous["config"], config)
     elif resume:
         log.info("no checkpoint at %s: starting from scratch", ckpt_path)
+    device = select_device(config.device)
 
     seed_everything(config.seed)
     model = build_model(config.arch, data.grid.n_classes, **config.model_kwargs).to(device)
@@ -348,7 +389,7 @@ def fit(
         t0 = time.perf_counter()
         loss_sum, seen = 0.0, 0
         bar = tqdm(
-            _epoch_batches(train_ds, config, epoch), total=_n_batches(train_ds, config.batch_size),
+            _epoch_batches(train_ds, config, epoch, device), total=_n_batches(train_ds, config.batch_size),
             desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
         )  # fmt: skip
         for x, c, _um, _pid in bar:
@@ -480,6 +521,17 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
+def _resumed_config(saved: Mapping[str, Any], requested: TrainConfig) -> TrainConfig:
+    """The config a ``--resume`` continues with: the checkpoint's, but ``requested``'s epoch total,
+    DataLoader workers and, when given, device (where it runs, not what it learns)."""
+    config = TrainConfig.from_dict(saved)
+    config.epochs = requested.epochs
+    config.num_workers = requested.num_workers
+    if requested.device is not None:
+        config.device = requested.device
+    return config
+
+
 def train_run(
     run_path: str | Path,
     config: TrainConfig,
@@ -490,9 +542,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Build the datasets of ``run_path`` and :func:`fit`; the checkpoint is written to ``out``."""
     if resume and Path(out).exists():
-        saved = TrainConfig.from_dict(load_checkpoint(out)["config"])
-        saved.epochs = config.epochs
-        config = saved
+        config = _resumed_config(load_checkpoint(out)["config"], config)
     data, source = build_run_data(run_path, config)
     try:
         return fit(data, config, out, resume=resume, progress=progress)
@@ -590,4 +640,4 @@ def evaluate_fitted(
     model = evaluation_model(ckpt, device)
     return evaluate_model(
         model, data, device=device, crb=crb, lattice_side=lattice_side, lattice_frames=lattice_frames
-    )[0]
+    )

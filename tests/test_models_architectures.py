@@ -169,3 +169,18 @@ def test_cli_parser_builds_without_importing_torch() -> None:
     code = "import sys, acquisition.cli as c; c.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_coordconv_with_input_coordinates_and_a_one_channel_stage_builds_and_runs() -> None:
+    """Only the first convolution gets coordinates with ``coord_layers="input"``, whatever the widths."""
+    model = CoordConv(n_classes=5, channels=(4, 1, 8), hidden=8, coord_layers="input").eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_bad_constructor_arguments_are_a_value_error() -> None:
+    """``--model-arg`` mistakes reach the CLI as ValueError (exit 2), not a TypeError traceback."""
+    with pytest.raises(ValueError, match="bogus"):
+        build_model("dense", 5, bogus=1)
+    with pytest.raises(ValueError, match="bad dense constructor arguments"):
+        build_model("dense", 5, hidden="abc")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-cli = pytest.importorskip("acquisition.cli")
+from acquisition import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_BENCH = ROOT / "configs" / "sim-bench.toml"

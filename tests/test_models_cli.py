@@ -114,7 +114,54 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
 
 
 def test_main_specklab_parser_has_the_model_subcommands() -> None:
-    cli = pytest.importorskip("acquisition.cli")
+    from acquisition import cli
+
     parser = cli.build_parser()
     args = parser.parse_args(["evaluate", "m.pt", "r.h5", "--json"])
     assert args.func.__module__ == "models.cli"
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    return write_run(blob_run(40, size=64), tmp_path_factory.mktemp("run") / "run.h5")
+
+
+def _fails_cleanly(argv: list[str], capsys, message: str) -> None:
+    """Exit 2 with one ``specklab CMD: ...`` line naming the problem, no traceback."""
+    assert _run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"specklab {argv[0]}: ") and message in err and "Traceback" not in err, err
+
+
+def test_bad_inputs_give_a_clear_error_not_a_traceback(tmp_path: Path, small_run: Path, capsys) -> None:
+    (tmp_path / "corrupt.pt").write_bytes(b"garbage")
+    (tmp_path / "corrupt.h5").write_bytes(b"garbage")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "zero.json").write_text('{"crb_um": [0, 0.1]}')
+    src = blob_run(40, size=64)
+    src.table["role"][src.table["role"] == "D"] = "F"  # e.g. a fisher-scan run: no D frames
+    no_d = write_run(src, tmp_path / "no_d.h5")
+    train = ["train", "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--no-progress"]
+    bad = [
+        ([*train, str(no_d)], "a bsbd run is needed"),
+        ([*train, str(tmp_path / "corrupt.h5")], "cannot be opened as HDF5"),
+        ([*train, str(tmp_path / "missing.h5")], "no run file"),
+        ([*train, str(small_run), "--model-arg", "bogus=1"], "bogus"),
+        ([*train, str(small_run), "--batch-size", "1"], "batch_size must be >= 2"),
+        ([*train, str(small_run), "--device", "gpu"], "not a torch device"),
+        (["train", str(small_run), "--out", str(tmp_path / "corrupt.pt"), "--resume"], "not a readable"),
+        (["evaluate", str(tmp_path / "corrupt.pt"), str(small_run), "--json"], "not a readable"),
+        (["evaluate", str(tmp_path / "corrupt.pt"), str(small_run), "--crb", str(tmp_path / "list.json")],
+         "crb_um"),
+        (["evaluate", str(tmp_path / "corrupt.pt"), str(small_run), "--crb", str(tmp_path / "zero.json")],
+         "crb_um"),
+        (["report", "training", str(tmp_path / "corrupt.pt"), "--out", str(tmp_path / "f.png")],
+         "not a readable"),
+        (["report", "violins", str(tmp_path / "list.json"), "--out", str(tmp_path / "f.png")],
+         "not an evaluation JSON"),
+        (["report", "violins", str(tmp_path / "corrupt.pt"), "--out", str(tmp_path / "f.png")],
+         "not an evaluation JSON"),
+        (["grid-search", str(tmp_path / "missing.h5"), "--no-progress"], "no run file"),
+    ]  # fmt: skip
+    for argv, message in bad:
+        _fails_cleanly(argv, capsys, message)

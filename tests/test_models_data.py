@@ -225,8 +225,8 @@ def test_background_follows_a_drift_in_the_b_frames() -> None:
 
 def test_test_frames_are_preprocessed_exactly_as_the_crb_analysis_sees_them(tmp_path) -> None:
     """Training/evaluation (full-resolution background, then binning) vs ``analysis.crb`` (binned)."""
-    crb = pytest.importorskip("analysis.crb")
     from acquisition.reader import RunReader
+    from analysis import crb
 
     path = write_run(blob_run(120, size=128, step_px=8, drift=300.0, noise=20.0), tmp_path / "run.h5")
     samples, _meta = crb.load_run_samples(path, role="D")
@@ -236,3 +236,23 @@ def test_test_frames_are_preprocessed_exactly_as_the_crb_analysis_sees_them(tmp_
     centre = np.all(np.isclose(true_um, samples.center_um), axis=1)
     assert centre.sum() == samples.center.shape[0] > 0
     np.testing.assert_allclose(x[centre].reshape(centre.sum(), -1), samples.center, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"shift_max_px": 0}, "shift_max_px must be >= 1"),
+        ({"holdout_fraction": 1.0}, r"holdout_fraction must be in \[0, 1\)"),
+        ({"holdout_fraction": -0.1}, r"holdout_fraction must be in \[0, 1\)"),
+        ({"max_test": 0}, "max_test must be >= 1"),
+    ],
+)
+def test_data_options_that_leave_nothing_to_learn_from_are_refused(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**options)
+
+
+def test_a_split_that_leaves_no_training_frames_is_refused() -> None:
+    src = blob_run(20, size=64)
+    with pytest.raises(ValueError, match="0 S frames left for training"):
+        build_datasets(src, DataConfig(bin_factor=2, max_train=0))

@@ -207,3 +207,25 @@ def test_aggregate_over_repeats() -> None:
     assert [r["uncorrected_sigma_over_slope_um"][0] for r in agg["per_repeat"]] == pytest.approx([5, 2, 4])
     with pytest.raises(ValueError):
         aggregate_evaluations([])
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[1, 2]", '{"crb_um": 0.1}', '{"crb_um": [[1, 2], [3, 4]]}', '{"crb_um": [0, 0.1]}',
+     '{"crb_um": [NaN, 0.1]}', '{"crb_um": [0.1, 0.2, 0.3]}', '{"crb_um": ["a", 0.1]}', '{"fisher": 1}'],
+)  # fmt: skip
+def test_a_crb_json_of_the_wrong_shape_is_a_value_error(tmp_path, content: str) -> None:
+    from models.evaluate import load_crb
+
+    path = tmp_path / "crb.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="crb_um"):
+        load_crb(path)
+
+
+def test_load_crb_reads_the_analysis_cli_entry(tmp_path) -> None:
+    from models.evaluate import load_crb
+
+    path = tmp_path / "crb.json"
+    path.write_text('{"crb_um": [0.5, 2], "fisher": [[1, 0], [0, 1]]}')
+    assert load_crb(path) == [0.5, 2.0] and load_crb(None) is None

@@ -157,3 +157,103 @@ def test_a_training_that_learnt_is_not_flagged(blob_data, caplog) -> None:
         ckpt = fit(blob_data, cfg, None, progress=False)
     assert learnt(ckpt) and "did not learn" not in caplog.text
     assert ckpt["best_holdout_mse_um2"] < 0.5 * ckpt["holdout_prior_mse_um2"]
+
+
+def test_resume_may_continue_on_another_device(blob_data, tmp_path: Path) -> None:
+    """A checkpoint trained with ``--device cuda`` resumes where CUDA is missing with ``--device cpu``.
+
+    The device is where the training runs, not what it learns: ``--resume --device`` overrides the saved
+    one (and the checkpoint records the device used); without the option the saved device is kept and an
+    unusable one is a clear ValueError, not a torch assertion.
+    """
+    from models.train import train_run
+
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=256, data=DATA)
+    ckpt = fit(blob_data, cfg, tmp_path / "m.pt", progress=False)
+    torch.save({**ckpt, "config": {**ckpt["config"], "device": "cuda:7"}}, tmp_path / "m.pt")
+    src = blob_run(1000, size=64, sigma_px=3.0, step_px=4, camera_um_per_px=0.5, noise=30.0)
+    if not torch.cuda.is_available():
+        again = TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2})
+        with pytest.raises(ValueError, match="cuda:7"):
+            train_run(src, again, tmp_path / "m.pt", resume=True, progress=False)
+    on_cpu = TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2, "device": "cpu"})
+    resumed = train_run(src, on_cpu, tmp_path / "m.pt", resume=True, progress=False)
+    assert resumed["epoch"] == 2 and resumed["device"] == "cpu" and resumed["config"]["device"] == "cpu"
+
+
+def test_an_unreadable_checkpoint_is_a_value_error(tmp_path: Path) -> None:
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("garbage.pt", "empty.pt"):
+        with pytest.raises(ValueError, match="not a readable specklab localiser checkpoint"):
+            load_checkpoint(tmp_path / name)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a specklab localiser checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_an_unusable_device_or_batch_size_is_a_value_error() -> None:
+    from models.train import select_device
+
+    with pytest.raises(ValueError, match="not a torch device"):
+        select_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda")
+    assert select_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        TrainConfig(batch_size=1)  # every batch of one frame is skipped: nothing would be trained
+
+
+def test_cuda_rng_states_of_a_machine_with_more_gpus_restore_those_present(monkeypatch) -> None:
+    """A checkpoint from a 2-GPU machine resumes on a 1-GPU one (only existing devices are set)."""
+    from models import train
+
+    restored: list[int] = []
+
+    def set_rng_state(state: torch.Tensor, device: int = 0) -> None:
+        if device >= 1:
+            raise RuntimeError(f"invalid device {device}")
+        restored.append(device)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(8, dtype=torch.uint8)] * 2)
+    state = train._rng_state()
+    assert len(state["cuda"]) == 2
+    train._set_rng_state(state)
+    assert restored == [0]
+
+
+def test_streaming_training_resumes_exactly_and_workers_do_not_change_it(tmp_path: Path) -> None:
+    """``--streaming`` (DataLoader + BlockShuffleSampler): resume is exact, and DataLoader workers (which
+    inherit an in-memory source, there being no run path to reopen) give the same weights."""
+    data = build_datasets(blob_run(200, size=64), DATA)
+    base = TrainConfig(arch="dense", model_kwargs={"hidden": [16], "dropout": 0.3}, epochs=2, batch_size=64,
+                       data=DATA, in_memory=False, seed=3)  # fmt: skip
+    straight = fit(data, base, None, progress=False)
+    fit(data, TrainConfig.from_dict({**base.to_dict(), "epochs": 1}), tmp_path / "s.pt", progress=False)
+    resumed = fit(data, base, tmp_path / "s.pt", resume=True, progress=False)
+    workers = fit(data, TrainConfig.from_dict({**base.to_dict(), "num_workers": 2}), None, progress=False)
+    for k, v in straight["model_state"].items():
+        assert torch.equal(resumed["model_state"][k], v), k
+        assert torch.equal(workers["model_state"][k], v), k
+
+
+def test_resume_refuses_data_built_with_other_settings(tmp_path: Path) -> None:
+    """``train --repeats --resume`` builds the data from the command line: other options are refused.
+
+    Same shifts (same seed and range) but 17 classes: before, the 33-class weights failed to load with
+    a size-mismatch traceback; ``--no-background`` silently resumed on differently preprocessed frames.
+    """
+    src = blob_run(200, size=64)
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=64, data=DATA)
+    fit(build_datasets(src, DATA), cfg, tmp_path / "m.pt", progress=False)
+    for change in ({"n_classes": 17}, {"background": False}):
+        other = DataConfig.from_dict({**DATA.to_dict(), **change})
+        again = TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2, "data": other})
+        with pytest.raises(ValueError, match=f"other data settings \\({next(iter(change))}\\)"):
+            fit(build_datasets(src, other), again, tmp_path / "m.pt", resume=True, progress=False)
