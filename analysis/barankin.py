@@ -36,14 +36,14 @@ def gaussian_barankin_variance(offsets: np.ndarray, gram: np.ndarray, rcond: flo
         raise ValueError("gram must be symmetric")
     # a test point the frame tells apart with certainty (G_ii > 700: B_ii > e^700) adds nothing, and would
     # overflow; leaving test points out only loosens the bound
+    if not np.all(np.diag(g) > 0):  # also catches NaN; a negative G_ii would give a NaN bound
+        raise ValueError("every test point must change the frame distribution (G_ii > 0)")
     usable = np.diag(g) < 700.0
     h, g = h[usable], g[np.ix_(usable, usable)]
     if h.size == 0:
         raise ValueError("every test point has G_ii >= 700: put one at a smaller offset (the CRB's)")
     ratio_cov = np.expm1(0.5 * (g + g.T))
     scale = np.sqrt(np.diag(ratio_cov))
-    if np.any(scale <= 0):
-        raise ValueError("every test point must change the frame distribution (G_ii > 0)")
     corr = ratio_cov / np.outer(scale, scale)
     w, v = np.linalg.eigh(corr)
     keep = w > rcond * w.max()

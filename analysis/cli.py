@@ -2,7 +2,7 @@
 
 For simulated reflection runs the output also holds the bench's analytic CRB at the reference position
 (``analytic_crb_um``, ``analytic_fisher``, ``analytic``: model, binning, notes) and ``crb_ratio`` =
-estimate / analytic per axis; both are None for real runs.
+estimate / analytic per axis; all four are None for real runs.
 """
 
 from __future__ import annotations

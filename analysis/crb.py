@@ -68,7 +68,7 @@ def split_axes(
         c = np.round(np.asarray(center_um, dtype=np.float64), decimals)
     on_c = np.all(pos == c, axis=1)
     if not on_c.any():
-        raise ValueError(f"no frames at the centre position {tuple(c)}")
+        raise ValueError(f"no frames at the centre position {tuple(c.tolist())}")
     flat = frames.reshape(frames.shape[0], -1)
     x_axis: dict[float, np.ndarray] = {}
     y_axis: dict[float, np.ndarray] = {}
@@ -83,6 +83,12 @@ def split_axes(
         elif p[0] == c[0]:
             y_axis[float(p[1] - c[1])] = flat[sel]
             used += int(sel.sum())
+    for name, axis in (("x", x_axis), ("y", y_axis)):
+        if not axis:
+            raise ValueError(
+                f"no frames displaced along {name} from the centre {tuple(c.tolist())}: "
+                "not a displacement scan (fisher-scan F or bsbd D frames)"
+            )
     x_axis[0.0] = y_axis[0.0] = flat[on_c]
     return PositionSamples(x_axis, y_axis, flat[on_c], (float(c[0]), float(c[1])), "", used)
 
@@ -134,7 +140,7 @@ def load_run_samples(
             [pre(target[s : s + batch_size], idx[s : s + batch_size]) for s in range(0, idx.size, batch_size)]
         )
         pos_um = np.stack([table["target_x_um"][idx], table["target_y_um"][idx]], axis=1)
-        if not np.all(np.isfinite(pos_um)):  # fall back to DMD px (then J is per px², flagged in meta)
+        if not np.all(np.isfinite(pos_um)):  # J must be in 1/µm²: no silent fall-back to DMD px
             raise ValueError("target positions in µm missing from the run table")
         meta = {
             "protocol": r.protocol,
@@ -289,7 +295,10 @@ class CrbResult:
             "frames_used": self.frames_used,
             "method": f.method,
             "step_rule": f.method,
-            "step_notes": [a.robust.note if a.method == "robust" else "" for a in f.axes],
+            "step_notes": [
+                a.robust.note if rule == "robust" else ""
+                for a, rule in zip(f.axes, f.step_rules, strict=True)
+            ],
             "denominator": f.denominator,
             "bins": f.bins,
             "decorrelation": f.decorrelation.method,
@@ -304,7 +313,7 @@ class CrbResult:
         }
         a = self.analytic
         out["analytic_crb_um"] = None if a is None else a["crb_um"]
-        out["crb_ratio"] = None
+        out["crb_ratio"] = out["analytic_fisher"] = out["analytic"] = None  # real runs: null
         if a is not None:
             out["analytic_fisher"] = a["fisher"]
             out["analytic"] = {k: v for k, v in a.items() if k not in ("crb_um", "fisher")}

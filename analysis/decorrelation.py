@@ -131,10 +131,12 @@ class Decorrelation:
                 xn = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk)
                 xn = xn.reshape(xn.shape[0], -1)
                 self._check(xn.shape[1])
+                _require_finite(np.isfinite(xn).all())
                 xb = as_tensor(_gaussianize_numpy(xn, self.knots, self.levels, eps), dev, dtype)
             else:
                 xb = as_tensor(chunk, dev, dtype)
                 self._check(xb.shape[1])
+                _require_finite(bool(torch.isfinite(xb).all()))
                 if gauss:
                     xb = _gaussianize_torch(xb, knots, levels, eps)
             yb = (xb - mean) @ w.T
@@ -151,6 +153,12 @@ class Decorrelation:
     def transform_numpy(self, x: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Convenience wrapper returning a NumPy array (on the CPU)."""
         return self.transform(x, **kwargs).cpu().numpy()
+
+
+def _require_finite(ok: bool) -> None:
+    """NaN or inf would be dropped as 'constant' by the fit or binned as extreme values: refuse them."""
+    if not ok:
+        raise ValueError("data contain NaN or inf: remove or repair those samples first")
 
 
 def knot_levels(knots: np.ndarray) -> np.ndarray:
@@ -261,6 +269,7 @@ def fit_decorrelation(
     if x.ndim > 2:
         x = x.reshape(x.shape[0], -1)
     x = np.asarray(x, dtype=np.float64)
+    _require_finite(bool(np.isfinite(x).all()))
     rng = np.random.default_rng(random_state)
     t0 = time.perf_counter()
     info: dict[str, Any] = {"n_fit": int(x.shape[0]), "n_features": int(x.shape[1])}
@@ -272,6 +281,8 @@ def fit_decorrelation(
         std = x.std(axis=0)
         keep = std > rtol * max(float(std.max()), np.finfo(float).tiny)
         mean = x.mean(axis=0)
+        if not keep.any():
+            raise ValueError("pooled data have no variance: nothing to decorrelate")
         w = np.eye(x.shape[1])[keep]
         info["n_dropped_rank"] = int((~keep).sum())
     else:

@@ -48,6 +48,7 @@ import torch
 from analysis.decorrelation import Decorrelation, Method, fit_decorrelation, resolve_device
 
 StepRule = Literal["robust", "paper", "richardson"]
+STEP_RULES: tuple[str, ...] = ("robust", "paper", "richardson")
 
 
 def default_bins(n: int) -> int:
@@ -122,23 +123,6 @@ class FisherResult:
         """Cramér–Rao bound sqrt(1/J) (NaN when Ĵ <= 0)."""
         return 1.0 / math.sqrt(self.value) if self.value > 0 else math.nan
 
-    def summary(self) -> dict[str, Any]:
-        out = {
-            "value": self.value,
-            "stderr": self.stderr,
-            "step": self.step,
-            "method": self.method,
-            "theta0": self.theta0,
-            "denominator": self.denominator,
-            "n_components": self.n_components,
-            "curve": self.curve.as_dict(),
-            "timings": self.timings,
-        }
-        for c in (self.paper, self.robust, self.richardson):
-            if c is not None:
-                out[c.rule] = {"step": c.step, "value": c.value, "stderr": c.stderr, "note": c.note}
-        return out
-
 
 @dataclass
 class FisherMatrixResult:
@@ -150,12 +134,13 @@ class FisherMatrixResult:
     crb_stderr: np.ndarray
     steps: np.ndarray  # step used along each axis
     theta0: np.ndarray
-    method: str
+    method: str  # the rule behind the steps; "rule_x/rule_y" when the axes differ (see step_rules)
     denominator: str
     bins: int
     axes: list[FisherResult]  # the per-axis scans that chose the steps
     decorrelation: Decorrelation
     timings: dict[str, float] = field(default_factory=dict)
+    step_rules: list[str] = field(default_factory=list)  # per axis: the rule that chose its step
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -486,6 +471,15 @@ def _pool(
     return pooled
 
 
+def _check_sizes(samples: Mapping[float, Any], bins: int | None) -> None:
+    """Every dataset needs >= 2 samples (rows) and a histogram >= 2 bins: a clear error before the fit."""
+    if bins is not None and bins < 2:
+        raise ValueError(f"bins must be >= 2 (one bin carries no information), got {bins}")
+    for k, v in samples.items():
+        if len(v) < 2:
+            raise ValueError(f"the dataset at {k:g} has {len(v)} sample(s): need >= 2 per parameter value")
+
+
 def _mean(a: np.ndarray | torch.Tensor) -> np.ndarray:
     a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
     return np.asarray(a.reshape(a.shape[0], -1), dtype=np.float64).mean(axis=0)
@@ -509,6 +503,8 @@ def _select(
     steps: np.ndarray, values: np.ndarray, stderrs: np.ndarray, step_rule: StepRule, rel_tol: float
 ) -> tuple[StepChoice, StepChoice | None, StepChoice | None, StepChoice]:
     """All three criteria and the one ``step_rule`` picks."""
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"unknown step_rule {step_rule!r}; choose one of {STEP_RULES}")
     ir, note_r = choose_step_robust(values, stderrs, rel_tol=rel_tol)
     robust = StepChoice("robust", float(steps[ir]), float(values[ir]), float(stderrs[ir]), ir, note_r)
     ip, note_p = choose_step_paper(steps, values)
@@ -523,7 +519,7 @@ def _select(
         if rich is None
         else StepChoice("richardson", float(steps[ir]), rich[0], rich[1], ir, "fit J + cΔ² on [Δr, 4Δr]")
     )
-    chosen = {"robust": robust, "paper": paper, "richardson": rich_c}.get(step_rule, robust)
+    chosen = {"robust": robust, "paper": paper, "richardson": rich_c}[step_rule]
     if chosen is None:
         chosen = robust
     return robust, paper, rich_c, chosen
@@ -581,6 +577,7 @@ def fisher_information(
         {k for ab in pairs for k in ab} | ({center} if center is not None and use_center else set())
     )
     lookup = {float(k): v for k, v in samples.items()}
+    _check_sizes({k: lookup[k] for k in used}, bins)
     transform = _fit_or_use(
         [lookup[k] for k in used],
         decorrelation,
@@ -696,6 +693,10 @@ def fisher_matrix(
         t0a = None if theta0 is None else theta0[a]
         info.append(_pairs(list(s.keys()), t0a))
     lookups = [{float(k): v for k, v in s.items()} for s in axes]
+    for lk in lookups:
+        _check_sizes(lk, bins)
+    if center is not None:
+        _check_sizes({0.0: center}, bins)
     if center is None:
         cands: list[Any] = []
         for (_, _, ck), lk in zip(info, lookups, strict=True):
@@ -724,6 +725,7 @@ def fisher_matrix(
 
     yc = None if center is None else transform.transform(center, device=dev, dtype=dtype)
     axis_results: list[FisherResult] = []
+    rules: list[str] = []
     chosen_pairs = []
     for lk, (t0a, _, _) in zip(lookups, info, strict=True):
         scan = dict(lk)
@@ -742,6 +744,8 @@ def fisher_matrix(
             random_state=random_state,
         )
         axis_results.append(res)
+        # the matrix is computed at a step, so a Richardson extrapolation is not what it holds
+        rules.append("robust" if res.method == "richardson" else res.method)
         step = res.robust.step if step_rule == "richardson" else res.step
         chosen_pairs.append((t0a - step / 2, t0a + step / 2, step))
 
@@ -777,10 +781,11 @@ def fisher_matrix(
         crb_stderr=crb_se,
         steps=np.array(steps),
         theta0=np.array([t for t, _, _ in info]),
-        method=axis_results[0].method,
+        method=rules[0] if len(set(rules)) == 1 else "/".join(rules),
         denominator="center" if cidx is not None else "pooled",
         bins=nb,
         axes=axis_results,
         decorrelation=transform,
         timings={"fit_s": t_fit - t_start, "total_s": t_end - t_start},
+        step_rules=rules,
     )

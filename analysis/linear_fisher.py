@@ -48,10 +48,18 @@ def linear_fisher(
     xm = np.asarray(samples_minus, dtype=np.float64).reshape(len(samples_minus), -1)
     xp = np.asarray(samples_plus, dtype=np.float64).reshape(len(samples_plus), -1)
     nm, npl = xm.shape[0], xp.shape[0]
+    if nm < 2 or npl < 2:
+        raise ValueError(f"need >= 2 samples on each side, got n₋={nm}, n₊={npl}")
+    if not (np.isfinite(xm).all() and np.isfinite(xp).all()):
+        raise ValueError("data contain NaN or inf: remove or repair those samples first")
+    if not step > 0:
+        raise ValueError(f"step must be > 0, got {step}")
     mm, mp = xm.mean(axis=0), xp.mean(axis=0)
     nu = nm + npl - 2
     cov = ((xm - mm).T @ (xm - mm) + (xp - mp).T @ (xp - mp)) / nu
     w, v = np.linalg.eigh(cov)
+    if not w.max() > 0:
+        raise ValueError("data have no variance: nothing to invert")
     keep = w > rtol * w.max()
     n_dim = int(keep.sum())
     if nu - n_dim - 1 <= 0:
@@ -61,15 +69,16 @@ def linear_fisher(
     c = 1.0 / nm + 1.0 / npl
     value = raw * (nu - n_dim - 1) / nu - n_dim * c / step**2
     n = 2.0 / c  # harmonic-mean group size: equals n when n₊ = n₋ = n
-    i_pos = max(value, 1e-300)
+    # Kanitscheider's 2I²/(2n-N-5)[1 + 4(2n-3)/(nIΔ²) + 4N(2n-3)/(n²I²Δ⁴)] multiplied out, so that an
+    # estimate <= 0 (pure noise) gives the noise-only variance instead of a division by zero
+    i_pos = max(value, 0.0)
     var = (
         2.0
-        * i_pos**2
         / max(2 * n - n_dim - 5, 1)
         * (
-            1.0
-            + 4.0 * (2 * n - 3) / (n * i_pos * step**2)
-            + 4.0 * n_dim * (2 * n - 3) / (n**2 * i_pos**2 * step**4)
+            i_pos**2
+            + 4.0 * (2 * n - 3) * i_pos / (n * step**2)
+            + 4.0 * n_dim * (2 * n - 3) / (n**2 * step**4)
         )
     )
     return LinearFisherResult(

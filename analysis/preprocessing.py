@@ -153,6 +153,8 @@ def bin_frames(frames: np.ndarray, factor: int, *, reduce: str = "sum") -> np.nd
     Sum is the default (photon counts stay counts). The height and width must be divisible by ``factor``.
     """
     f = np.asarray(frames)
+    if not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ValueError(f"bin factor must be a positive integer, got {factor}")
     if factor == 1:
         return f
     h, w = f.shape[-2:]

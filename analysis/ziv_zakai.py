@@ -65,6 +65,8 @@ def gaussian_zzb(shift: np.ndarray, distance: np.ndarray, prior_width: float, n_
         raise ValueError("shift must be positive and increasing, with one distance per shift")
     if np.any(d < 0) or not np.all(np.isfinite(d)):
         raise ValueError("distances must be finite and >= 0")
+    if not prior_width > 0:
+        raise ValueError(f"prior width must be > 0, got {prior_width}")
     curve = interpolate.PchipInterpolator(np.r_[0.0, h], np.r_[0.0, d])
     # the grid is geometric near 0 so that a steep local rise (high SNR, d ~ sqrt(J) h) is resolved
     fine = np.unique(

@@ -62,3 +62,11 @@ def test_bad_input_is_named() -> None:
     assert far == pytest.approx(1.0, rel=1e-3)  # the CRB from the first point alone
     with pytest.raises(ValueError, match="G_ii > 0"):
         gaussian_barankin_variance(np.array([1.0]), np.zeros((1, 1)))
+
+
+def test_invalid_gram_diagonal_is_refused() -> None:
+    """A negative G_ii is not a Gram matrix: an error, not a NaN bound."""
+    with pytest.raises(ValueError, match="G_ii > 0"):
+        gaussian_barankin_variance(np.array([1.0]), np.array([[-1.0]]))
+    with pytest.raises(ValueError, match="G_ii > 0"):
+        gaussian_barankin_variance(np.array([1.0, 2.0]), np.array([[1.0, 0.0], [0.0, -0.5]]))

@@ -261,3 +261,80 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError):
             resolve_device("cuda")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN case, before it is refused
+def test_bad_inputs_give_clear_errors():
+    """Input that cannot give an estimate is refused by name, not turned into Ĵ = 0 ± 0 or a torch error."""
+    rng = np.random.default_rng(14)
+
+    def draw(n: int = 200) -> dict[float, np.ndarray]:
+        return {t: rng.standard_normal((n, 3)) + t for t in (-0.5, 0.0, 0.5)}
+
+    for bad in (np.nan, np.inf):
+        s = draw()
+        s[0.5][3, 1] = bad
+        for method in ("none", "pca", "gaussianize"):
+            with pytest.raises(ValueError, match="NaN or inf"):
+                fisher_information(s, decorrelation=method, device="cpu")
+    fitted = fit_decorrelation(np.concatenate(list(draw().values())), "none")
+    s = draw()
+    s[0.0][0, 0] = np.nan  # not in the fit: caught where the transform is applied
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fisher_information(s, decorrelation=fitted, device="cpu")
+    for nb in (-3, 0, 1):
+        with pytest.raises(ValueError, match="bins must be >= 2"):
+            fisher_information(draw(), bins=nb, device="cpu")
+    with pytest.raises(ValueError, match="unknown step_rule"):
+        fisher_information(draw(), step_rule="bogus", device="cpu")  # type: ignore[arg-type]
+    for n in (0, 1):
+        with pytest.raises(ValueError, match=">= 2 per parameter value"):
+            fisher_information(draw(n), device="cpu")
+        with pytest.raises(ValueError, match=">= 2 per parameter value"):
+            fisher_matrix(draw(n), draw(), device="cpu")
+    const = {t: np.ones((100, 3)) for t in (-0.5, 0.5)}
+    for method in ("none", "pca"):
+        with pytest.raises(ValueError, match="no variance"):
+            fisher_information(const, decorrelation=method, device="cpu")
+
+
+def test_matrix_reports_the_rule_behind_its_steps():
+    """``step_rule="richardson"``: the matrix is computed at the robust steps, so its rule is "robust"."""
+    rng = np.random.default_rng(15)
+    mu = np.array([3.0, 1.5, -1.5])
+
+    def draw(tx: float, ty: float) -> np.ndarray:
+        return rng.standard_normal((4000, 3)) + tx * mu + ty * mu[::-1]
+
+    c = draw(0, 0)
+    sx = {0.0: c, **{h * s: draw(h * s, 0) for s in (0.1, 0.2, 0.3) for h in (-0.5, 0.5)}}
+    sy = {0.0: c, **{h * s: draw(0, h * s) for s in (0.1, 0.2, 0.3) for h in (-0.5, 0.5)}}
+    # rel_tol=1: the robust rule takes the smallest step, so the Richardson fit has three steps to use
+    r = fisher_matrix(sx, sy, decorrelation="none", step_rule="richardson", rel_tol=1.0, device="cpu")
+    assert [a.method for a in r.axes] == ["richardson", "richardson"]  # the per-axis scans extrapolate
+    assert r.method == "robust" and r.step_rules == ["robust", "robust"]
+    assert np.allclose(r.steps, [a.robust.step for a in r.axes])
+
+
+def test_linear_fisher_on_pure_noise_and_bad_input():
+    """θ-independent data: the bias-corrected value is <= 0 about half the time; that must give the
+    noise-only error 2·4N(2n-3)/((2n-N-5) n² Δ⁴) (it was a ZeroDivisionError), and the values average to 0."""
+    rng = np.random.default_rng(16)
+    n, d = 200, 5
+    vals = []
+    for _ in range(20):
+        r = linear_fisher(rng.standard_normal((n, d)), rng.standard_normal((n, d)), 1.0)
+        vals.append(r.value)
+        if r.value <= 0:
+            assert r.stderr == pytest.approx(np.sqrt(8 * d * (2 * n - 3) / ((2 * n - d - 5) * n**2)))
+    vals = np.array(vals)
+    assert np.sum(vals <= 0) >= 3 and abs(vals.mean()) < 4 * vals.std(ddof=1) / np.sqrt(vals.size)
+    x = rng.standard_normal((50, 3))
+    for bad, said in (
+        ((x[:1], x[:1], 1.0), ">= 2 samples"),
+        ((np.where(x == x[0, 0], np.nan, x), x, 1.0), "NaN or inf"),
+        ((x, x, 0.0), "step must be > 0"),
+        ((np.ones((50, 3)), np.ones((50, 3)), 1.0), "no variance"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            linear_fisher(*bad)

@@ -68,3 +68,34 @@ def test_specklab_crb_cli_on_simulated_fisher_scan(tmp_path, capsys):
     assert res["frames_used"] == 520 and res["role"] == "F"
     assert res["fisher"][0][1] == res["fisher"][1][0]
     assert cli.main(["crb", str(tmp_path / "missing.h5")]) == 2
+    # bad options end in a named error and exit 1, not a traceback (ZeroDivisionError) or a silent J = 0
+    for bad, said in ((["--bin-factor", "0"], "positive integer"), (["--bins", "1"], "bins must be >= 2")):
+        capsys.readouterr()
+        assert cli.main(["crb", str(out), "--json", "--device", "cpu", *bad]) == 1
+        assert said in capsys.readouterr().err
+
+
+def test_split_axes_names_frames_that_are_not_a_scan():
+    """Frames at one position (e.g. the S role of a bsbd run) or along one axis only: a clear error."""
+    frames = np.zeros((6, 4))
+    with pytest.raises(ValueError, match="along x"):
+        split_axes(np.zeros((6, 2)), frames)
+    with pytest.raises(ValueError, match="along y"):
+        split_axes(np.array([[0.0, 0], [0, 0], [-1, 0], [-1, 0], [1, 0], [1, 0]]), frames)
+
+
+def test_crb_json_without_analytic_reference_has_nulls():
+    """A real run has no bench to compare with: the analytic keys are there and null (docs/fisher.md)."""
+    from analysis.crb import CrbResult
+
+    rng = np.random.default_rng(1)
+    mu = np.array([1.0, 0.5, -0.5, 0.2])
+    pos = [(0.0, 0.0), (-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0)]
+    frames = np.concatenate([rng.standard_normal((500, 4)) + x * mu + y * mu[::-1] for x, y in pos])
+    where = np.repeat(np.array(pos), 500, axis=0)
+    s = split_axes(where, frames)
+    out = CrbResult(crb_from_samples(s, device="cpu"), {}, s.frames_used).as_dict()
+    for key in ("analytic_crb_um", "crb_ratio", "analytic_fisher", "analytic"):
+        assert key in out and out[key] is None, key
+    assert out["step_rule"] == out["method"] == "robust" and all(out["step_notes"])
+    json.dumps(out, allow_nan=False)

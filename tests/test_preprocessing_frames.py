@@ -26,6 +26,9 @@ def test_bin_frames_exact():
     assert np.all(bin_frames(big, 4) == 16) and bin_frames(big, 4).shape == (3, 32, 32)
     with pytest.raises(ValueError):
         bin_frames(np.ones((1, 5, 4)), 2)
+    for factor in (0, -2, 2.0):  # `specklab crb --bin-factor 0` used to end in a ZeroDivisionError
+        with pytest.raises(ValueError, match="positive integer"):
+            bin_frames(np.ones((1, 4, 4)), factor)  # type: ignore[arg-type]
 
 
 def test_normalise_max_exact():

@@ -86,3 +86,10 @@ def test_bounds_the_mmse_of_a_pulse_in_white_noise(amplitude: float, threshold: 
     else:
         assert zzb == pytest.approx(crb, rel=0.02)
         assert np.sqrt(mmse) == pytest.approx(zzb, rel=0.1)
+
+
+def test_non_positive_prior_width_is_named() -> None:
+    h = np.array([1.0, 2.0])
+    for width in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="prior width must be > 0"):
+            gaussian_zzb(h, h, width)
