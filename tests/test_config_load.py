@@ -42,7 +42,7 @@ def test_real_bench_example_validates(no_bench_model: None) -> None:
         "alp", "micromanager", "newera",
     )  # fmt: skip
     assert cfg.devices.pump.url == "COM3"
-    assert cfg.devices.camera.roi == (1216, 952, 128, 128)
+    assert cfg.devices.camera.roi == (1216, 1016, 128, 128)
     assert cfg.protocol_params().frames == 500_000
 
 

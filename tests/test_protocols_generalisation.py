@@ -40,6 +40,17 @@ def test_sets_and_shapes_case_2() -> None:
     assert len(np.unique(face)) > 50  # dense grayscale
 
 
+def test_default_digits_leave_the_mnist_black_edge() -> None:
+    """seed 003 Fig. 1b: superposing all MNIST digits leaves a black edge (20x20 box in a 28x28 frame)."""
+    digits = make_target_set(TargetSetSpec(source="digits"))
+    shown = np.array([square_resize(digits.image(i), 64) >= 0.5 for i in range(len(digits))])
+    lit = shown.any(axis=0)
+    edge = 64 * 4 // 28  # MNIST's 4-pixel border at 64x64
+    assert not lit[:edge].any() and not lit[-edge:].any()
+    assert not lit[:, :edge].any() and not lit[:, -edge:].any()
+    assert lit[32 - 16 : 32 + 16, 32 - 16 : 32 + 16].mean() > 0.9  # the digit box itself is covered
+
+
 def test_case_1_trains_on_dense_images() -> None:
     plan = _plan("1")
     assert plan.events[0].extra["source"] == "faces"
@@ -220,7 +231,6 @@ def test_image_folder_and_bundled_images(tmp_path) -> None:
 
 def test_run_on_the_diffuser_bench_stores_the_target_of_every_frame(tmp_path) -> None:
     """seed 003: "the target shown is stored with each frame" (/entry/targets + events/target_index)."""
-    pytest.importorskip("devices.dmd_sim")
     import h5py
 
     from acquisition.config import load_config

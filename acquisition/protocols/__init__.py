@@ -19,12 +19,11 @@ from ._common import DEFAULT_DMD_SHAPE, EventSequence, ProtocolParams
 
 @dataclass(frozen=True)
 class ProtocolSpec:
-    """A registered protocol: its config name, parameter model, expansion function and seed source."""
+    """A registered protocol: its config name, parameter model and expansion function."""
 
     name: str
     params: type[ProtocolParams]
     expand: Callable[[Any, tuple[int, int]], Plan]
-    seed: str
 
     def validate(self, protocol_config: Mapping[str, Any] | None) -> ProtocolParams:
         """Validated parameters (pydantic ``ValidationError`` on bad input)."""
@@ -34,10 +33,10 @@ class ProtocolSpec:
 PROTOCOLS: dict[str, ProtocolSpec] = {
     spec.name: spec
     for spec in (
-        ProtocolSpec(bsbd.NAME, bsbd.BsbdParams, bsbd.expand, "000"),
-        ProtocolSpec(speckle_sim.NAME, speckle_sim.SpeckleSimParams, speckle_sim.expand, "001"),
-        ProtocolSpec(generalisation.NAME, generalisation.GeneralisationParams, generalisation.expand, "003"),
-        ProtocolSpec(fisher_scan.NAME, fisher_scan.FisherScanParams, fisher_scan.expand, "000"),
+        ProtocolSpec(bsbd.NAME, bsbd.BsbdParams, bsbd.expand),
+        ProtocolSpec(speckle_sim.NAME, speckle_sim.SpeckleSimParams, speckle_sim.expand),
+        ProtocolSpec(generalisation.NAME, generalisation.GeneralisationParams, generalisation.expand),
+        ProtocolSpec(fisher_scan.NAME, fisher_scan.FisherScanParams, fisher_scan.expand),
     )
 }
 

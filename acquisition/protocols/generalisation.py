@@ -283,9 +283,7 @@ class GeneralisationBank:
 
     def _source_image(self, source: str, index: int) -> np.ndarray:
         img = square_resize(self.sets[source].image(index), self._p.image_px)
-        if source == "digits" and self._p.binarise_digits:
-            img = (img >= 0.5).astype(float)
-        return img
+        return self._binarise_digit(img) if source == "digits" else img
 
     def _binarise_digit(self, img: np.ndarray) -> np.ndarray:
         return (img >= 0.5).astype(float) if self._p.binarise_digits else img

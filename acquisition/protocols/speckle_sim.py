@@ -62,7 +62,9 @@ class RandomMaskBank:
     """Binary masks rendered on demand: exactly round(fill * K) of the K macro-pixels are on.
 
     An exact count (rather than independent coin flips) keeps the illumination power identical from
-    mask to mask, so frame-to-frame brightness changes come from the speckle only.
+    mask to mask, so frame-to-frame brightness changes come from the speckle only. That holds exactly
+    when ``macro_pixel_px`` divides both sides of the region; otherwise the edge macro-pixels are
+    cropped and the number of 'on' mirrors varies slightly from mask to mask.
     """
 
     def __init__(self, params: SpeckleSimParams, dmd_shape: tuple[int, int], n_patterns: int) -> None:

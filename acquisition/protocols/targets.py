@@ -1,11 +1,12 @@
 """Target image sets for the generalisation protocol (seed 003), all read from local files only.
 
 Seed 003 shows MNIST digits and LFW faces on the DMD. Offline equivalents that ship with the
-installed packages are the defaults: scikit-learn's 8x8 digits (``load_digits``), scikit-image's
-LFW face subset (``skimage.data.lfw_subset``, 100 faces) and scikit-image's bundled photographs
-(dense grayscale content). Real MNIST IDX files (gzipped or not) and folders of PNG/JPEG/TIFF images
-are read from paths the user gives. Every set returns float images in [0, 1] of any size; the
-protocol resizes them. Sets load lazily: expanding a plan must not read 60000 MNIST images.
+installed packages are the defaults: scikit-learn's 8x8 digits (``load_digits``, framed like
+MNIST), scikit-image's LFW face subset (``skimage.data.lfw_subset``, 100 faces) and scikit-image's
+bundled photographs (dense grayscale content). Real MNIST IDX files (gzipped or not) and folders of
+PNG/JPEG/TIFF images are read from paths the user gives. Every set returns float images in [0, 1]
+of any size; the protocol resizes them. Sets load lazily: expanding a plan must not read 60000
+MNIST images.
 """
 
 from __future__ import annotations
@@ -109,11 +110,24 @@ class ArraySet:
         return np.asarray(self._images[index], dtype=float)
 
 
+MNIST_BOX_PX, MNIST_FRAME_PX = 20, 28
+"""MNIST digits are size-normalised into a 20x20 box centred in a 28x28 frame."""
+
+
 def digits_set() -> ArraySet:
-    """scikit-learn's 1797 handwritten digits (8x8, 0..16), scaled to [0, 1]."""
+    """scikit-learn's 1797 handwritten digits (8x8, 0..16) framed like MNIST, scaled to [0, 1].
+
+    The 8x8 digits fill their frame to the edge; MNIST digits leave a 4-pixel (1/7) border that no
+    digit lights, the "black edge" of seed 003 Fig. 1b that cases 3-5 are about. Each digit is
+    therefore resized to the 20x20 box and padded to 28x28, as MNIST is.
+    """
+    from skimage.transform import resize
     from sklearn.datasets import load_digits
 
-    return ArraySet("digits", load_digits().images / 16.0)
+    imgs = load_digits().images / 16.0
+    box = np.clip(resize(imgs, (len(imgs), MNIST_BOX_PX, MNIST_BOX_PX), order=1), 0.0, 1.0)
+    pad = (MNIST_FRAME_PX - MNIST_BOX_PX) // 2
+    return ArraySet("digits", np.pad(box, ((0, 0), (pad, pad), (pad, pad))))
 
 
 def faces_set() -> ArraySet:
