@@ -172,28 +172,26 @@ def bench_hdf5(shape: tuple[int, int], n: int, path: Path) -> tuple[float, int, 
     result = record(plan, engine, info, path, writer_options=WriterOptions(flush_every_frames=100))
     _fsync(path)
     dt = time.perf_counter() - t0
-    dropped = sum(r.dropped for r in result.sinks)
+    dropped = sum(result.dropped().values())
     return dt, dropped, result.status
 
 
 def bench_simulated(n: int, path: Path) -> None:
     from acquisition.config import load_config
-    from acquisition.sinks import RunInfo as _RunInfo
+    from acquisition.wiring import prepare_run
     from devices.factory import open_bench
 
     cfg = load_config(None, [f"frames={n}"])  # built-in defaults: every device simulated, bsbd
-    plan = cfg.plan()
     with open_bench(cfg) as bench:
-        engine = BenchEngine(bench.dmd, bench.camera, None)
-        info = _RunInfo(plan.protocol, plan.events, bench.frame_shape(), simulated=True)
+        prepared = prepare_run(cfg, bench)  # as specklab acquire wires it
         t0 = time.perf_counter()
-        result = record(plan, engine, info, path)
+        result = record(prepared.plan, prepared.engine, prepared.info, path)
         dt = time.perf_counter() - t0
-    h, w = info.frame_shape
+    h, w = prepared.info.frame_shape
     print(
         f"simulated bench {h}x{w}: {n} frames in {dt:.2f} s = {n / dt:.0f} frames/s, "
         f"{n * h * w * 2 / dt / 1e6:.1f} MB/s, status {result.status}, "
-        f"dropped {sum(r.dropped for r in result.sinks)}"
+        f"dropped {sum(result.dropped().values())}"
     )
 
 
@@ -205,6 +203,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="best of N for each measurement")
     ap.add_argument("--bench", action="store_true", help="also run the simulated bench (bsbd)")
     args = ap.parse_args()
+    for name in ("frames_small", "frames_large", "repeat"):
+        if getattr(args, name) < 1:  # 0 gives inf/inf ratios, which read as "goal met"
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
         print(f"disk: {d}  (best of {args.repeat}, numpy and HDF5 interleaved, both fsynced)")

@@ -6,8 +6,8 @@ Gaussian frame model (exact mean image, exact binned covariance) to distant targ
 
 * **Ziv-Zakai** (``analysis.ziv_zakai``, from ``VirtualBench.pair_distances``): the mean-square error of
   *any* estimator over a uniform prior of width A, for A = 2 x 7 um (``bench_oracle.py --grid-half-um 7``,
-  the oracles' grid of docs/precision.md's first table) and A = 2 x 40 camera px (the networks' training
-  shifts, models/data.py, and bench_oracle.py's default grid).
+  the grid of docs/precision.md's "Over +-7 um" oracle table) and A = 2 x 40 camera px (the networks'
+  training shifts, models/data.py, and bench_oracle.py's default grid).
 * **Barankin** (``analysis.barankin``, from ``VirtualBench.mean_difference_gram``): the variance of an
   estimator kept unbiased over the calibration lattice's x range (+-36 camera px, the range the bias
   correction makes it unbiased on; test points every ``--step-um``), at the D positions' x offsets
@@ -37,10 +37,11 @@ from analysis.ziv_zakai import gaussian_zzb  # noqa: E402
 from devices.bench.bench import VirtualBench  # noqa: E402
 from devices.bench.clock import SimClock  # noqa: E402
 from devices.bench.config import BenchConfig  # noqa: E402
+from devices.bench.sensor import SensorModel  # noqa: E402
 from models.data import SHIFT_MAX_PX  # noqa: E402
 
-CENTRE = (511.0, 383.0)  # DMD mirror (x, y) imaged on the camera centre
-SENSOR = {"qe": 0.6, "read_noise_e": 1.38}
+CENTRE = (511.0, 383.0)  # beside the optical axis (511.5, 383.5): bsbd's S target (512, 384) mirrored
+SENSOR = {"qe": SensorModel.qe, "read_noise_e": SensorModel.read_noise_e}  # the simulated sCMOS
 BINNING = 4
 ORACLE_HALF_UM = 7.0  # bench_oracle.py --grid-half-um 7
 LATTICE_HALF_PX = 36  # the calibration lattice's outer points (models.data.lattice_axis_px, 9 per axis)

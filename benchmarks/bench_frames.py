@@ -36,7 +36,7 @@ REAL_FPS = 1.0 / 0.0333  # seed 000: 33.3 ms between frames
 
 
 def _patterns() -> list[np.ndarray | None]:
-    """B, S, B, D: background (None), centre target, background, 25 snake-grid positions."""
+    """B, S, B, D: background (None), centre target, background, the 25 grid positions in raster order."""
     pats: list[np.ndarray | None] = []
     for i in range(25):
         gy, gx = divmod(i, 5)

@@ -53,11 +53,12 @@ from devices.bench import fisher_truth as ft  # noqa: E402
 from devices.bench.bench import VirtualBench  # noqa: E402
 from devices.bench.clock import SimClock  # noqa: E402
 from devices.bench.config import BenchConfig  # noqa: E402
+from devices.bench.sensor import SensorModel  # noqa: E402
 from models.data import SHIFT_MAX_PX  # noqa: E402
 
 DMD = (768, 1024)
-CENTRE = (511, 383)  # DMD mirror (x, y) imaged on the camera centre
-SENSOR = {"qe": 0.6, "read_noise_e": 1.38}  # the simulated sCMOS (devices/bench/sensor.py)
+CENTRE = (511, 383)  # beside the optical axis (511.5, 383.5): bsbd's S target (512, 384) mirrored
+SENSOR = {"qe": SensorModel.qe, "read_noise_e": SensorModel.read_noise_e}  # the simulated sCMOS
 FRAME_INTERVAL_S = 0.0333  # bsbd: the flowing speckle decorrelates between frames
 BINNING = 4
 Offset = tuple[int, int]  # (x, y) DMD mirrors off the S target

@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--dir", default=None, help="folder for the run file (default: a temporary folder)")
     args = ap.parse_args()
+    if args.frames < 2:  # the generation times the frames after a warm-up one
+        ap.error("--frames must be >= 2")
     overrides = [f"run.protocol={args.protocol}", f"frames={args.frames}", *args.set]
     cfg = load_config(args.config, overrides)
 

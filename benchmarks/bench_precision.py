@@ -55,7 +55,14 @@ sys.path.insert(0, str(ROOT))
 
 from models.data import DataConfig  # noqa: E402
 from models.evaluate import MAX_CLIPPED_FRACTION  # noqa: E402
-from models.train import TrainConfig, build_run_data, evaluate_fitted, fit, learnt  # noqa: E402
+from models.train import (  # noqa: E402
+    TrainConfig,
+    build_run_data,
+    evaluate_fitted,
+    fit,
+    learnt,
+    select_device,
+)
 
 BINNING = 4
 
@@ -231,7 +238,8 @@ def main() -> None:
             f"{r['clipped_fraction']:>7.1%}  {ok}"
         )
     total = time.perf_counter() - t0
-    print(json.dumps({"results": rows, "total_s": total, "device": "cpu", "threads": args.threads}))
+    device = str(select_device(None))  # where fit and evaluate_fitted ran (TrainConfig.device is None)
+    print(json.dumps({"results": rows, "total_s": total, "device": device, "threads": args.threads}))
     if not all(math.isfinite(v) for r in rows for v in r["sigma_um"]):
         sys.exit(1)
 
