@@ -6,8 +6,10 @@ to stderr; ``info --json`` and the final summaries of ``acquire``/``replay`` go 
 JSON object, so scripts can parse them.
 
 Ctrl-C during ``acquire`` asks the runner to abort between frames (DMD halted, pump
-stopped, file marked ``aborted``); a second Ctrl-C interrupts harder, and the runner's
-``finally`` still tears down and closes the file.
+stopped, file marked ``aborted``); a second Ctrl-C interrupts harder (for a device that
+hangs): the runner's ``finally`` still tears down and closes the file, unless that second
+interrupt lands inside the teardown itself. The file then stays marked ``running``, which
+readers treat as a killed run: every frame counted before is intact (SWMR).
 """
 
 from __future__ import annotations
