@@ -23,3 +23,15 @@ def test_virtual_clock_moves_only_when_advanced_and_notifies_listeners() -> None
 def test_negative_advance_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         SimClock().advance(-1e-3)
+
+
+def test_non_finite_advance_is_refused_and_leaves_the_time() -> None:
+    """advance(NaN) made the virtual time NaN for good (and advance_to(NaN) was a silent no-op)."""
+    clock = SimClock()
+    clock.advance(1.0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="non-finite"):
+            clock.advance(bad)
+        with pytest.raises(ValueError, match="non-finite"):
+            clock.advance_to(bad)
+    assert clock.now() == 1.0

@@ -219,3 +219,51 @@ def test_informative_bins_are_the_moments_bins_and_dilate_by_the_reach() -> None
     gap = np.abs(candidates[:, None, :] - nominal[None, :, :])
     reached = np.any((gap[..., 0] <= 1) & (gap[..., 1] <= 3), axis=1)
     assert len(widened) == int(reached.sum())  # every reachable bin is in, no other
+
+
+@pytest.mark.parametrize("b", [0.0, 2.5])
+def test_analytic_mean_and_derivative_are_what_the_bench_draws(b: float) -> None:
+    """The analytic model's mean image (the square target's spectrum and erf envelope) equals the bench's own
+    mean image of the same 5x5 picture, in the FOV and in the 64 px guard around it, and its position
+    derivative equals the central difference of the bench's images; a target beyond the guard (which the
+    bench clips away, but the periodic analytic spectrum would wrap into the FOV) is refused."""
+
+    def model(dx: float = 0.0, dy: float = 0.0):
+        refl = {"vibration_rms_um": 0.0, "dmd_center_px": (511.5 - dx, 383.5 - dy)}
+        return VirtualBench(BenchConfig(medium={"optical_thickness": b}, reflection=refl), SimClock())._model
+
+    m = model()
+    for target in ((511, 383), (520, 390), (530, 383)):  # centred, off-centre, outside the FOV (guard)
+        drawn = m.picture_terms(_pic(*target))[2]
+        assert np.abs(m.mean_counts(target, 1, 1.0, 1.0) - drawn).max() < 1e-6 * drawn.max(), target
+    h = 1e-3  # mirrors
+    _, dic, _, dit = m.target_images((520.0, 390.0))
+    for axis, (dx, dy) in enumerate(((h, 0.0), (0.0, h))):
+        plus, minus = (model(s * dx, s * dy).picture_terms(_pic(520, 390))[2] for s in (1, -1))
+        difference = (plus - minus) / (2 * h * m.px_per_mirror)
+        analytic = dic[axis] + dit[axis]
+        assert np.abs(difference - analytic).max() < 1e-3 * np.abs(analytic).max(), axis
+    assert np.array_equal(m.picture_terms(_pic(560, 383))[2], m.picture_terms(None)[2])  # bench: no target
+    with pytest.raises(ValueError, match="field of view"):
+        m.mean_counts((560, 383))
+    bench = VirtualBench(BenchConfig(medium={"optical_thickness": b}), SimClock())
+    with pytest.raises(ValueError, match="field of view"):
+        bench.analytic_crb_um(target_px=(100.0, 100.0), binning=4)
+
+
+def test_analytic_model_refuses_bad_arguments() -> None:
+    """Negative or NaN b, a non-positive exposure and a binning with no whole bin on the sensor are refused
+    with a message, not answered with a wrong bound or an arithmetic error."""
+    bench = VirtualBench(BenchConfig(), SimClock())
+    for b in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="optical thickness"):
+            bench.analytic_crb_um(b=b, binning=4)
+    for exposure in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="exposure_s"):
+            bench.analytic_fisher(binning=4, b=0.0, exposure_s=exposure)
+    for binning in (0, 129, 2.5):
+        with pytest.raises(ValueError, match="binning"):
+            bench.analytic_fisher(binning=binning, b=0.0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="binning"):
+            bench.pair_distances(np.array([1.0]), 0, binning=binning)  # type: ignore[arg-type]
+    assert bench._reflection().b == bench.config.medium.optical_thickness  # a refused b leaves b alone

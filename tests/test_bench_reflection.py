@@ -180,3 +180,13 @@ def test_bad_picture_shape_is_refused() -> None:
     bench = make_bench(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         bench.expected_photons(0.0, 1e-4)
+
+
+def test_non_finite_time_or_exposure_is_refused() -> None:
+    """A NaN exposure would give a NaN frame; a NaN time as the first request would become the medium's
+    clock (every later interval compares as not positive), freezing the speckle for the rest of the run."""
+    bench = make_bench(target_picture(), optical_thickness=4.2, wall_fraction=0.0)
+    for t, exposure in ((float("nan"), 1e-4), (float("inf"), 1e-4), (0.0, float("nan")), (0.0, -1e-4)):
+        with pytest.raises(ValueError, match="finite"):
+            bench.expected_photons(t, exposure)
+    assert _pair_correlation(bench, 0.0333, n_pairs=3) < 0.5  # the medium still flows afterwards

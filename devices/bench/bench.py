@@ -12,6 +12,7 @@ requests give the same frames.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable
 
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 
 PatternSource = Callable[[float], "np.ndarray | None"]
 FlowSource = Callable[[], float]
+
+
+def _check_binning(binning: int, shape: tuple[int, int]) -> None:
+    """Refuse a software binning that leaves no whole bin on the sensor (or is not a positive integer)."""
+    if not (isinstance(binning, int | np.integer) and 1 <= binning <= min(shape)):
+        raise ValueError(f"binning must be an integer from 1 to {min(shape)}, got {binning!r}")
 
 
 class VirtualBench:
@@ -94,8 +101,10 @@ class VirtualBench:
         seed 000). Requests must come in non-decreasing ``t_s`` for the medium to evolve; an
         earlier time gets the medium as it was at the latest request (no rewind).
         """
-        if exposure_s < 0:
-            raise ValueError(f"exposure must be >= 0 s, got {exposure_s}")
+        if not (math.isfinite(exposure_s) and exposure_s >= 0):
+            raise ValueError(f"exposure must be finite and >= 0 s, got {exposure_s}")
+        if not math.isfinite(t_s):  # a NaN first request would freeze the medium for good
+            raise ValueError(f"bench time must be finite, got {t_s}")
         with self._lock:
             pic = self._picture(t_s)
             m = self._model
@@ -166,7 +175,7 @@ class VirtualBench:
                 "ballistic_fraction": np.asarray(med.ballistic_fraction(b)),
                 "scattered_target_fraction": np.asarray(med.scattered_target_fraction(b, cfg.anisotropy_g)),
                 "backscatter_fraction": np.asarray(med.backscatter_fraction(b, cfg.anisotropy_g)),
-                "envelope_sigma_um": np.asarray(med.envelope_sigma_um(cfg)),
+                "envelope_sigma_um": np.asarray(med.envelope_sigma_um(cfg, b)),
                 "photons_per_s_per_px_n0": np.asarray(m.n0),
                 "background_mean_photons_per_s": np.full(m.shape, m.i_flow_bg + m.i_wall),
                 "speckle_coherence_area_px": np.asarray(m.coherence_area_px()),
@@ -217,8 +226,7 @@ class VirtualBench:
         on the covariance of every estimator unbiased over the whole field of view (docs/bench-model.md).
         """
         m = self._reflection()
-        if binning < 1:
-            raise ValueError(f"binning must be >= 1, got {binning}")
+        _check_binning(binning, m.shape)
         s = m.vibration_um if vibration_um is None else float(vibration_um)
         if not s >= 0:
             raise ValueError(f"vibration_um must be >= 0, got {vibration_um}")
@@ -296,6 +304,7 @@ class VirtualBench:
         if axis not in (0, 1):
             raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis}")
         m = self._reflection()
+        _check_binning(binning, m.shape)
         tp = target_px if target_px is not None else m.dmd_center
         with self._lock:
             restore = m.with_thickness(self.config.medium.optical_thickness if b is None else b)

@@ -12,6 +12,7 @@ moves only when a device advances it (a camera exposure, a sequence interval), s
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,8 +36,8 @@ class SimClock:
 
     def advance(self, seconds: float) -> float:
         """Let ``seconds`` of bench time pass (sleeps in realtime mode); returns the new time."""
-        if seconds < 0:
-            raise ValueError(f"cannot advance the bench clock by a negative time ({seconds} s)")
+        if not (math.isfinite(seconds) and seconds >= 0):  # NaN would make every later time NaN
+            raise ValueError(f"cannot advance the bench clock by a negative or non-finite time ({seconds} s)")
         if self.realtime:
             time.sleep(seconds)
             t = self.now()
@@ -50,6 +51,8 @@ class SimClock:
 
     def advance_to(self, t_s: float) -> float:
         """Advance to absolute bench time ``t_s`` (no-op if already past it)."""
+        if not math.isfinite(t_s):
+            raise ValueError(f"cannot advance the bench clock to a non-finite time ({t_s} s)")
         return self.advance(max(0.0, t_s - self.now()))
 
     def subscribe(self, listener: Callable[[float], None]) -> None:

@@ -237,8 +237,8 @@ class DiffuserConfig(_Strict):
         gt=0,
         description=(
             "ground glass this far before the image plane (our choice): the scattered halo (~0.5 mm rms) then"
-            " scrambles the ~1.1 mm target image; kept below N*dx^2/lambda = 46 mm so the Fresnel transfer"
-            " function is sampled on the 512-point grid"
+            " scrambles the ~1.1 mm illuminated region (0.55 mm targets); kept below N*dx^2/lambda = 46 mm"
+            " so the Fresnel transfer function is sampled on the 512-point grid"
         ),
     )
     diffuser_corr_um: float = Field(

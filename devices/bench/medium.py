@@ -50,13 +50,12 @@ def scattered_target_fraction(b: float, g: float) -> float:
     return max(0.0, total_transmission(b, g) ** 2 - ballistic_fraction(b))
 
 
-def envelope_sigma_um(cfg: MediumConfig) -> float:
+def envelope_sigma_um(cfg: MediumConfig, b: float) -> float:
     """Lateral spread (Gaussian sigma) of scattered target light at the camera's object plane.
 
-    kappa * L * (1 - exp(-b)): a few forward scattering events displace light by a
-    fraction of L at small b; in the diffusive regime the spread saturates at ~L.
+    kappa * L * (1 - exp(-b)) at optical thickness ``b``: a few forward scattering events displace
+    light by a fraction of L at small b; in the diffusive regime the spread saturates at ~L.
     """
-    b = cfg.optical_thickness
     return cfg.envelope_spread * cfg.cuvette_path_um * (1.0 - math.exp(-b))
 
 

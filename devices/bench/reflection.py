@@ -185,8 +185,7 @@ class ReflectionModel:
         bg = self.n0 * na2 * med.backscatter_fraction(b, m.anisotropy_g) if b > 0 else 0.0
         self.i_wall = m.wall_fraction * bg
         self.i_flow_bg = bg - self.i_wall
-        sig = m.envelope_spread * m.cuvette_path_um * (1.0 - math.exp(-b))
-        self.sigma_env_px = sig / self.um_per_px
+        self.sigma_env_px = med.envelope_sigma_um(m, b) / self.um_per_px
 
     # ------------------------------------------------------------------ geometry
     def dmd_to_camera(self, x_dmd: np.ndarray | float, y_dmd: np.ndarray | float) -> tuple:
@@ -430,9 +429,7 @@ class ReflectionModel:
         return self._intensity(e, exposure_s)
 
     # ------------------------------------------------------------------ analytic Fisher
-    def target_images(
-        self, target_px: tuple[float, float], size_px: int | None = None
-    ) -> tuple[np.ndarray, tuple, np.ndarray, tuple]:
+    def target_images(self, target_px: tuple[float, float]) -> tuple[np.ndarray, tuple, np.ndarray, tuple]:
         """(E_c, dI_c/dtheta, I_t, dI_t/dtheta) for a square target at continuous position.
 
         E_c: the coherent (ballistic) field, complex, |E_c|^2 = I_c in photons/s; I_t: the scattered
@@ -441,7 +438,7 @@ class ReflectionModel:
         ``target_px`` = target centre (x = col, y = row) in DMD mirrors; derivatives are per
         camera pixel of displacement at the camera ((d/dx, d/dy)).
         """
-        spec, centre, side = self._target_spectrum(target_px, size_px)
+        spec, centre, side = self._target_spectrum(target_px)
         fy, fx = self._fy[:, None], self._fx[None, :]
         e = self._crop_ifft(spec)
         dex = self._crop_ifft(-2j * np.pi * fx * spec)
@@ -451,14 +448,25 @@ class ReflectionModel:
         return math.sqrt(self.k_coh) * e, dic, it, dit
 
     def _target_spectrum(
-        self, target_px: tuple[float, float], size_px: int | None
+        self, target_px: tuple[float, float]
     ) -> tuple[np.ndarray, tuple[float, float], float]:
         """(pupil-filtered spectrum of the square target, its centre (x, y) on the padded grid, side) in
-        camera pixels: what the coherent image and the envelope of ``target_images`` start from."""
-        n = size_px or self.cfg.reflection.target_size_px
+        camera pixels: what the coherent image and the envelope of ``target_images`` start from.
+
+        The spectrum is that of one period of the padded grid, as the bench draws it: a target outside
+        that period (the FOV and ``_PAD`` px around it) would wrap into the FOV here while the bench
+        clips it away (``_mirror_spectra``), so it is refused.
+        """
         xc, yc = self.dmd_to_camera(target_px[0], target_px[1])
         xc, yc = float(xc) + _PAD, float(yc) + _PAD
-        a = n * self.px_per_mirror
+        a = self.cfg.reflection.target_size_px * self.px_per_mirror
+        (ny, nx) = self._pad_shape
+        if not (a / 2 <= xc <= nx - a / 2 and a / 2 <= yc <= ny - a / 2):
+            raise ValueError(
+                f"target centre {tuple(target_px)} (DMD mirrors) images to camera pixel"
+                f" ({xc - _PAD:.1f}, {yc - _PAD:.1f}): the analytic model covers targets within {_PAD} px of"
+                f" the {self.shape[1]}x{self.shape[0]} field of view"
+            )
         fy, fx = self._fy[:, None], self._fx[None, :]
         spec = (
             (a * a)
@@ -491,6 +499,13 @@ class ReflectionModel:
         it = self.k_target * np.outer(gy, gx)
         return it, (self.k_target * np.outer(gy, dgx), self.k_target * np.outer(dgy, gx))
 
+    def _exposure(self, exposure_s: float | None) -> float:
+        """The exposure of the analytic models: ``exposure_s``, or the configured one when None; > 0."""
+        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else float(exposure_s)
+        if not (math.isfinite(exp_s) and exp_s > 0.0):
+            raise ValueError(f"exposure_s must be finite and > 0 s, got {exposure_s}")
+        return exp_s
+
     def coherence_area_px(self) -> float:
         """Speckle coherence area sum_r |mu(r)|^2 in pixels (1 for independent pixels): the grain size."""
         if self.cfg.medium.speckle_model == "independent":
@@ -512,7 +527,7 @@ class ReflectionModel:
         non-central chi-square value for independent-pixel speckle, the exact linear Fisher information
         for pupil speckle; 'linear': the linear Fisher information for either speckle model; 'auto'.
         """
-        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
+        exp_s = self._exposure(exposure_s)
         if method == "auto":
             method = "poisson" if self.b == 0 else "speckle"
         ec, dic, it, dit = self.target_images(target_px)
@@ -556,7 +571,7 @@ class ReflectionModel:
         What the linear Fisher information and the locally linear estimator are built from (b > 0).
         ``bins`` ((n, 2) row, col) replaces the informative bins of this position.
         """
-        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
+        exp_s = self._exposure(exposure_s)
         ec, amplitude, dmean = self._speckle_terms(target_px)
         independent = self.cfg.medium.speckle_model == "independent"
         pupil = None if independent else med.circular_pupil_indices(self.shape, self.f_cut)
@@ -590,8 +605,8 @@ class ReflectionModel:
         The mean of the speckle model (|E_c|^2 + I_t + I_bg + I_wall): what a likelihood over many
         candidate positions needs, without the covariance that ``speckle_moments`` also computes.
         """
-        exp_s = self.cfg.reflection.exposure_s if exposure_s is None else exposure_s
-        spec, centre, side = self._target_spectrum(target_px, None)  # no derivative images: one FFT
+        exp_s = self._exposure(exposure_s)
+        spec, centre, side = self._target_spectrum(target_px)  # no derivative images: one FFT
         ic = self.k_coh * np.abs(self._crop_ifft(spec)) ** 2
         it, _ = self._target_envelope(centre, side)
         return exp_s * qe * ft.bin_image(ic + it + self.i_flow_bg + self.i_wall, binning)
@@ -606,9 +621,10 @@ class ReflectionModel:
     ) -> np.ndarray:
         """The informative bins (row, col) of ``target_px``, dilated by ``reach_bins`` (rows, cols) both ways.
 
-        The bins ``speckle_moments`` keeps by default, found without computing their covariance. Dilated,
-        they hold the light of targets moved off ``target_px`` as well, so that likelihoods and bounds
-        over several positions compare the frames on common bins; the dilation stops at the frame's edge.
+        The bins ``speckle_moments`` keeps by default at the configured exposure, found without computing
+        their covariance. Dilated, they hold the light of targets moved off ``target_px`` as well, so that
+        likelihoods and bounds over several positions compare the frames on common bins; the dilation stops
+        at the frame's edge.
         """
         ec, amplitude, dmean = self._speckle_terms(target_px)
         q = self.cfg.reflection.exposure_s * qe
@@ -701,6 +717,8 @@ class ReflectionModel:
 
     def with_thickness(self, b: float) -> Callable[[], None]:
         """Temporarily set b (returns a restore callable); used by analytic_crb_um(b=...)."""
+        if not (math.isfinite(b) and b >= 0.0):
+            raise ValueError(f"optical thickness b must be finite and >= 0, got {b}")
         old = self.b
         self._set_thickness(b)
         return lambda: self._set_thickness(old)

@@ -18,8 +18,6 @@ circular pupil of radius 0.514/d_PSF). Boundaries are periodic over the field of
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.fft as sfft
 
@@ -126,8 +124,3 @@ class SpeckleSimModel:
             "eta": np.asarray(self.cfg.speckle_sim.eta),
             "speckle_pupil_radius_cycles_per_px": np.asarray(self.f_c),
         }
-
-    @staticmethod
-    def grain_check(d_sp_px: float) -> float:
-        """Expected number of speckle grains per pixel area (for docs/tests)."""
-        return 1.0 / (math.pi * (AIRY_FWHM / d_sp_px) ** 2)
