@@ -39,6 +39,20 @@ def test_illumination_is_fully_developed_speckle_of_grain_d_sp() -> None:
     assert 2 * half == pytest.approx(model.d_sp_px, rel=0.15)
 
 
+def test_each_pupil_sample_is_one_macro_pixel_of_the_protocol_masks() -> None:
+    """The speckle-sim protocol's masks (8-mirror macro-pixels from the DMD's corner) give binary pupil
+    amplitudes: the bench reads whole macro-pixels, not means over four of them."""
+    from acquisition.protocols.speckle_sim import RandomMaskBank, SpeckleSimParams
+
+    bank = RandomMaskBank(SpeckleSimParams(), DMD, n_patterns=3)
+    model = _bench()._model
+    assert model.cfg.speckle_sim.macropixel_dmd_px == SpeckleSimParams().macro_pixel_px
+    for k in range(3):
+        amp = model.pupil_amplitudes(bank.pattern(k))
+        assert set(np.unique(amp)) == {0.0, 1.0}
+        assert 0.3 < amp.mean() < 0.7  # the masks' fill fraction 0.5, over ~500 samples
+
+
 def test_mean_over_many_masks_is_uniform_illumination_times_blurred_rho() -> None:
     masks = _masks(300, seed=2)
     bench = _bench("cells", masks)

@@ -84,17 +84,25 @@ class SpeckleSimModel:
         self.rho, self._rho_blur = self.densities(name)
         self.sample = name
 
+    def pupil_amplitudes(self, picture: np.ndarray) -> np.ndarray:
+        """The mask's amplitude (0..1) at each pupil sample |f| <= f_c: the mean of one macro-pixel.
+
+        The central macro-pixels of the protocol's grid (multiples of mp from the DMD's corner), so a
+        binary mask gives binary amplitudes rather than means over four straddled macro-pixels.
+        """
+        mp = self.cfg.speckle_sim.macropixel_dmd_px
+        ny, nx = 2 * self.kmax_y + 1, 2 * self.kmax_x + 1
+        r0 = (self.cfg.dmd.rows // 2 - (ny * mp) // 2) // mp * mp
+        c0 = (self.cfg.dmd.cols // 2 - (nx * mp) // 2) // mp * mp
+        crop = picture[r0 : r0 + ny * mp, c0 : c0 + nx * mp].astype(float) / 255.0
+        blocks = crop.reshape(ny, mp, nx, mp).mean(axis=(1, 3))
+        return blocks[self._ky + self.kmax_y, self._kx + self.kmax_x]
+
     def illumination(self, picture: np.ndarray | None) -> np.ndarray:
         """Speckle intensity I_n at the sample, unit spatial mean (zeros if nothing is projected)."""
         if picture is None:
             return np.zeros(self.shape)
-        mp = self.cfg.speckle_sim.macropixel_dmd_px
-        ny, nx = 2 * self.kmax_y + 1, 2 * self.kmax_x + 1
-        r0 = self.cfg.dmd.rows // 2 - (ny * mp) // 2
-        c0 = self.cfg.dmd.cols // 2 - (nx * mp) // 2
-        crop = picture[r0 : r0 + ny * mp, c0 : c0 + nx * mp].astype(float) / 255.0
-        blocks = crop.reshape(ny, mp, nx, mp).mean(axis=(1, 3))
-        amp = blocks[self._ky + self.kmax_y, self._kx + self.kmax_x]
+        amp = self.pupil_amplitudes(picture)
         amp = amp - amp.mean()  # zero-order block
         if not np.any(amp):
             return np.zeros(self.shape)
