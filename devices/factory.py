@@ -207,8 +207,6 @@ def open_bench(config: SpecklabConfig) -> Iterator[Bench]:
                 pattern_source=getattr(dmd, "displayed_pattern", None),
                 flow_source=server.flow_ml_per_h if server is not None else None,
             )
-            if hasattr(virtual, "close"):
-                stack.callback(virtual.close)
             camera: Camera = SimulatedCamera(
                 source=virtual, clock=clock, sensor=SensorModel(**ccfg.sensor), seed=ccfg.seed
             )
