@@ -97,6 +97,7 @@ class ReplayPanel(QWidget):
         self.cmap = QComboBox()
         self.cmap.addItems(COLOUR_MAPS)
         self.position_label = QLabel("no run")
+        self.position_label.setTextFormat(Qt.PlainText)  # it shows file names
 
         self.view = make_image_view("replay")
         self.cmap.currentTextChanged.connect(lambda n: set_colour_map(self.view, n))
@@ -177,12 +178,16 @@ class ReplayPanel(QWidget):
         self.frame_table.setRowCount(0)
 
     def reload(self) -> None:
-        """Re-read the valid-frame counter (a run still being written has grown)."""
+        """Re-read the valid-frame counter (a run still being written has grown).
+
+        The frame shown stays shown (and playing goes on from it); only the range grows.
+        """
         if self.reader is not None:
             self.reader.refresh()
-            self._load_metadata()
+            self._load_metadata(keep=self.current_frame)
 
-    def _load_metadata(self) -> None:
+    def _load_metadata(self, keep: int | None = None) -> None:
+        """Read the run's metadata; show frame ``keep`` when it passes the filter, else the first."""
         r = self.reader
         assert r is not None
         table = r.table
@@ -193,12 +198,12 @@ class ReplayPanel(QWidget):
             self._extras = {}
         roles = r.roles()
         self.role.blockSignals(True)
-        keep = self.role.currentText()
+        role = self.role_filter  # by name: the item text carries a count, which a reload changes
         self.role.clear()
         self.role.addItem(ALL_ROLES)
         for name, count in roles.items():
             self.role.addItem(f"{name} ({count})", name)
-        i = self.role.findText(keep)
+        i = 0 if role is None else self.role.findData(role)
         self.role.setCurrentIndex(max(i, 0))
         self.role.blockSignals(False)
         attrs = dict(r.attrs)
@@ -207,7 +212,7 @@ class ReplayPanel(QWidget):
         attrs["devices"] = r.devices
         attrs["protocol_config"] = r.protocol_config
         self.attrs_text.setPlainText(json.dumps(attrs, indent=1, default=str))
-        self._on_role()
+        self._filter(keep)
 
     def close_run(self) -> None:
         self.play_btn.setChecked(False)
@@ -229,6 +234,10 @@ class ReplayPanel(QWidget):
         self.role.setCurrentIndex(i)
 
     def _on_role(self, *_: object) -> None:
+        self._filter()
+
+    def _filter(self, keep: int | None = None) -> None:
+        """Apply the role filter; show frame ``keep`` when it passes it, else the first frame."""
         if self.reader is None:
             return
         role = self.role_filter
@@ -236,11 +245,13 @@ class ReplayPanel(QWidget):
         self.indices = np.arange(n) if role is None else self.reader.indices(role)
         ts = self._timestamps[self.indices]
         self._paced = bool(np.isfinite(ts).all() and np.all(np.diff(ts) >= 0))
+        hit = np.flatnonzero(self.indices == keep) if keep is not None else []
+        pos = int(hit[0]) if len(hit) else 0
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(len(self.indices) - 1, 0))
-        self.slider.setValue(0)
+        self.slider.setValue(pos)
         self.slider.blockSignals(False)
-        self.show_position(0)
+        self.show_position(pos)
 
     def show_position(self, pos: int) -> None:
         """Show the ``pos``-th frame of the filtered list (slider value)."""

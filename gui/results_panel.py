@@ -14,6 +14,8 @@ top-level values into a headline so the main numbers are visible at a glance.
 
 from __future__ import annotations
 
+import glob
+import html
 import json
 import logging
 import math
@@ -64,7 +66,7 @@ def find_results(run: str | Path) -> RunResults:
         p = stem.parent / f"{stem.name}.{kind}.json"
         if p.is_file():
             out.json[kind] = p
-    figs = set(stem.parent.glob(f"{stem.name}.*.png"))
+    figs = set(stem.parent.glob(f"{glob.escape(stem.name)}.*.png"))  # a name may hold [ ] * ?
     if stem.is_dir():
         figs.update(stem.glob("*.png"))
     out.figures = sorted(figs)
@@ -117,7 +119,9 @@ class ResultsPanel(QWidget):
         self.results: RunResults | None = None
         self.data: dict[str, Any] = {}
         self.run_label = QLabel("no run selected (open one in Replay)")
+        self.run_label.setTextFormat(Qt.PlainText)  # file names are text, whatever they hold
         self.headline = QLabel("")
+        self.headline.setTextFormat(Qt.RichText)  # its values are HTML-escaped
         self.headline.setWordWrap(True)
         self.headline.setTextInteractionFlags(Qt.TextSelectableByMouse)
         refresh = QPushButton("Refresh")
@@ -127,6 +131,7 @@ class ResultsPanel(QWidget):
         self.figure_combo = QComboBox()
         self.figure_combo.currentIndexChanged.connect(self._show_figure)
         self.figure = QLabel("no figures")
+        self.figure.setTextFormat(Qt.PlainText)
         self.figure.setAlignment(Qt.AlignCenter)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -165,7 +170,7 @@ class ResultsPanel(QWidget):
             self.data[kind] = data
             _fill(top, data)
             top.setExpanded(True)
-            pairs = ", ".join(f"{k} = {v}" for k, v in headline(data))
+            pairs = ", ".join(f"{html.escape(k)} = {html.escape(v)}" for k, v in headline(data))
             lines.append(f"<b>{RESULT_KINDS[kind]}</b>: {pairs or '(no scalar values)'}")
         self.figure_combo.blockSignals(True)
         self.figure_combo.clear()

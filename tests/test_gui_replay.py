@@ -125,6 +125,47 @@ def test_results_panel_says_what_it_looks_for(qtbot, tmp_path):
     assert headline({"a": 1, "b": "x", "c": [1, 2], "d": True}) == [("a", "1"), ("b", "x")]
 
 
+def shown_as_typed(label) -> bool:
+    """A QLabel shows its text as typed (not as HTML): plain-text format, or nothing Qt takes for HTML."""
+    from PyQt5.QtCore import Qt
+
+    return label.textFormat() == Qt.PlainText or (
+        label.textFormat() == Qt.AutoText and not Qt.mightBeRichText(label.text())
+    )
+
+
+@pytest.mark.parametrize("name", ["r[1]", "a*b", "what?"])
+def test_results_of_a_run_named_with_glob_characters_are_found(tmp_path, name):
+    run = tmp_path / f"{name}.h5"
+    run.write_bytes(b"")
+    (tmp_path / f"{name}.crb.png").write_bytes(b"")
+    for other in ("r1", "axxb", "whatX"):  # what the name read as a glob pattern matches
+        (tmp_path / f"{other}.crb.png").write_bytes(b"")
+    assert [p.name for p in find_results(run).figures] == [f"{name}.crb.png"]  # "[1]" found r1's figure
+
+
+def test_results_text_with_html_characters_is_shown_as_is(qtbot, tmp_path):
+    from PyQt5.QtGui import QTextDocument
+
+    run = tmp_path / "<b>run & co.h5"
+    run.write_bytes(b"")
+    (tmp_path / "<b>run & co.crb.json").write_text(json.dumps({"a<b": "x & <i>y", "n": 2}))
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.show_run(run)
+    doc = QTextDocument()
+    doc.setHtml(panel.headline.text())
+    assert doc.toPlainText() == "Cramér–Rao bound: a<b = x & <i>y, n = 2"  # was "…: ay, n = 2"
+    assert shown_as_typed(panel.run_label) and panel.run_label.text().startswith("<b>run & co.h5: 1 result")
+    panel.show_run(tmp_path / "<b>none.h5")
+    assert shown_as_typed(panel.run_label)
+
+
+def test_replay_status_line_shows_file_names_as_typed(qtbot, panel, tmp_path):
+    assert not panel.open_run(tmp_path / "<b>missing.h5")
+    assert "<b>missing.h5" in panel.position_label.text() and shown_as_typed(panel.position_label)
+
+
 def record_run(out, n_frames: int, abort_at_start: bool = False):
     """A small bsbd run (1 ms apart) recorded with the acquisition API; abort_at_start: no frames."""
     clock = SimClock()
@@ -194,4 +235,73 @@ def test_changing_speed_while_playing_keeps_the_position(qtbot, panel, stored_ru
     now[0] += 0.0084  # 2.1 ms of recorded time at 0.25x
     panel._tick()
     assert panel.position == at + 2  # the replay time used to fall back to 20 ms * 0.25 / 20: stuck for ages
+    panel.play_btn.setChecked(False)
+
+
+@pytest.fixture
+def live_run(tmp_path):
+    """A run still being written (SWMR, flushed every 4 frames); yields (path, write(n) -> frames written)."""
+    from test_engine_helpers import FRAME_SHAPE
+
+    from acquisition.hdf5_writer import Hdf5RunWriter, WriterOptions
+    from devices.base import Frame
+
+    plan = bsbd_plan(n_frames=40, n_positions=5, interval_s=0.001)
+    frames = np.random.default_rng(0).integers(0, 65535, size=(40, *FRAME_SHAPE), dtype=np.uint16)
+    path = tmp_path / "live.h5"
+    w = Hdf5RunWriter(path, WriterOptions(flush_every_frames=4, flush_every_s=1e9))
+    w.setup(run_info(plan))
+    done = [0]
+
+    def write(n: int) -> None:
+        for e in plan.events[done[0] : done[0] + n]:
+            w.frame(Frame(frames[e.index], e.index, 0.001 * e.index, 1e-3), e)
+        done[0] += n
+
+    try:
+        yield path, write, frames
+    finally:
+        w.finish("aborted", "stopped by test")
+
+
+def test_reload_keeps_the_shown_frame_and_extends_the_range(qtbot, panel, live_run):
+    path, write, frames = live_run
+    write(16)
+    assert panel.open_run(path) and panel.reader.n_frames == 16
+    panel.slider.setValue(7)
+    write(8)
+    panel.reload()  # used to jump back to frame 0
+    assert panel.reader.n_frames == 24 and panel.slider.maximum() == 23
+    assert panel.current_frame == 7 and panel.position == 7 and panel.slider.value() == 7
+    np.testing.assert_array_equal(panel.view.getImageItem().image, frames[7])
+
+    panel.set_role("D")  # D frames 3, 7, 11, 15, 19, 23
+    panel.slider.setValue(2)
+    assert panel.current_frame == 11
+    write(8)
+    panel.reload()  # the filter used to fall back to all roles ("D (6)" is now "D (8)")
+    assert panel.role_filter == "D" and panel.role.currentText() == "D (8)"
+    assert panel.slider.maximum() == 7 and panel.position == 2 and panel.current_frame == 11
+
+
+def test_a_run_that_grew_while_playing_keeps_playing_from_where_it_was(qtbot, panel, live_run, monkeypatch):
+    import gui.replay_panel as rp
+
+    path, write, _ = live_run
+    now = [100.0]
+    monkeypatch.setattr(rp.time, "monotonic", lambda: now[0])
+    write(20)
+    assert panel.open_run(path)
+    panel.speed.setCurrentText("1× (recorded)")
+    panel.play_btn.setChecked(True)
+    panel._timer.stop()  # ticks are driven by hand on the fake clock
+    now[0] += 0.0105  # frames 1 ms apart: frame 10 is due
+    panel._tick()
+    assert panel.position == 10
+    write(12)
+    panel.reload()
+    assert panel.play_btn.isChecked() and panel.position == 10 and panel.slider.maximum() == 31
+    now[0] += 0.012
+    panel._tick()
+    assert panel.play_btn.isChecked() and panel.position == 22  # past the old end, still playing
     panel.play_btn.setChecked(False)
