@@ -346,14 +346,31 @@ def cmd_snap(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def positive_float(text: str) -> float:
+    """argparse type for every subcommand: a finite number > 0 (argparse names the option on error)."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type for every subcommand: an integer >= ``minimum`` (a count of 0 that would silently
+    do nothing, or a negative one, is a usage error naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -373,9 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
-        "--block-size", type=_positive_int, default=100, help="DMD pictures per upload (non-periodic plans)"
+        "--block-size", type=int_at_least(1), default=100, help="DMD pictures per upload (non-periodic plans)"
     )
-    p.add_argument("--flush-every", type=_positive_int, default=100, help="flush the run file every N frames")
+    p.add_argument(
+        "--flush-every", type=int_at_least(1), default=100, help="flush the run file every N frames"
+    )
     p.add_argument(
         "--no-verify", action="store_true", help="skip the displayed-pattern check (simulated DMD)"
     )

@@ -13,6 +13,8 @@ import math
 import sys
 from typing import Any
 
+from acquisition.cli import int_at_least, positive_float
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -30,11 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--decorrelation", choices=["pca", "ica", "gaussianize", "none"], default="pca")
     p.add_argument("--step-rule", choices=["robust", "paper", "richardson"], default="robust")
-    p.add_argument("--rel-tol", type=float, default=0.02, help="relative stderr for the robust step rule")
-    p.add_argument("--bins", type=int, default=None, help="equal-frequency bins (default: from n)")
-    p.add_argument("--bin-factor", type=int, default=4, help="pixel binning (128 -> 32: 4)")
-    p.add_argument("--window", type=int, help="Savitzky–Golay window in B frames (default: seed 000's 5,000)")
-    p.add_argument("--polyorder", type=int, help="Savitzky–Golay polynomial order (default: 2)")
+    p.add_argument(
+        "--rel-tol", type=positive_float, default=0.02, help="relative stderr for the robust step rule"
+    )
+    p.add_argument(
+        "--bins", type=int_at_least(2), default=None, help="equal-frequency bins (default: from n)"
+    )
+    p.add_argument("--bin-factor", type=int_at_least(1), default=4, help="pixel binning (128 -> 32: 4)")
+    p.add_argument(
+        "--window",
+        type=int_at_least(1),
+        help="Savitzky–Golay window in B frames (default: seed 000's 5,000; <= polyorder: constant mean)",
+    )
+    p.add_argument("--polyorder", type=int_at_least(0), help="Savitzky–Golay polynomial order (default: 2)")
     p.add_argument("--no-background", action="store_true", help="skip background subtraction")
     p.add_argument("--no-normalise", action="store_true", help="skip per-frame max normalisation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -59,7 +69,13 @@ def _safe(obj: Any) -> Any:
 def cmd_crb(args: argparse.Namespace) -> int:
     """Run the CRB analysis and print the result."""
     from analysis.crb import crb_from_run
+    from analysis.decorrelation import resolve_device
 
+    try:  # before loading the run and fitting its background (minutes on a paper-scale run)
+        resolve_device(args.device)
+    except RuntimeError as exc:  # "gpu" (not a torch device), or cuda on a machine without CUDA
+        print(f"specklab crb: --device {args.device!r}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         res = crb_from_run(
             args.run,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from acquisition.cli import int_at_least, positive_float
 from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
 
 __all__ = ["register"]
@@ -234,13 +235,15 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("run", help="bsbd run file (.h5)")
     p.add_argument("--arch", choices=ARCHITECTURE_NAMES, default="coordconv")
-    p.add_argument("--epochs", type=int, default=50, help="total epochs (with --resume: train up to this)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument(
+        "--epochs", type=int_at_least(1), default=50, help="total epochs (with --resume: train up to this)"
+    )
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="initialisation / batch-order seed")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the shifts and the held-out split")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (streaming mode)")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader workers (streaming mode)")
     p.add_argument("--streaming", action="store_true", help="stream from HDF5 each epoch (no in-memory copy)")
     p.add_argument(
         "--last-epoch",
@@ -258,7 +261,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         help="camera pixel (before binning) in µm at the sample; needed for runs without "
         "ground_truth/bench/um_per_camera_px (real benches)",
     )
-    p.add_argument("--max-train", type=int, default=None, help="use at most this many training frames")
+    p.add_argument(
+        "--max-train", type=int_at_least(1), default=None, help="use at most this many training frames"
+    )
     p.add_argument("--max-test", type=int, default=None, help="use at most this many D frames")
     p.add_argument(
         "--no-background",
@@ -277,7 +282,9 @@ def register(subparsers: Any) -> None:
     _add_training_args(p)
     p.add_argument("--out", required=True, help="checkpoint (.pt); a directory with --repeats > 1")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    p.add_argument("--repeats", type=int, default=1, help="trainings with seeds seed..seed+n-1 (paper: 25)")
+    p.add_argument(
+        "--repeats", type=int_at_least(1), default=1, help="trainings with seeds seed..seed+n-1 (paper: 25)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("evaluate", help="σ and bias per test position, optionally against the CRB")

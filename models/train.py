@@ -543,6 +543,7 @@ def train_run(
     """Build the datasets of ``run_path`` and :func:`fit`; the checkpoint is written to ``out``."""
     if resume and Path(out).exists():
         config = _resumed_config(load_checkpoint(out)["config"], config)
+    select_device(config.device)  # a bad --device fails now, not after the (slow) data build
     data, source = build_run_data(run_path, config)
     try:
         return fit(data, config, out, resume=resume, progress=progress)
@@ -565,6 +566,7 @@ def train_repeats(
     ``specklab evaluate OUT_DIR RUN.h5``.
     """
     out_dir = Path(out_dir)
+    select_device(config.device)  # a bad --device fails now, not after the (slow) data build
     data, source = build_run_data(run_path, config)
     paths = []
     try:
@@ -596,8 +598,8 @@ def grid_search_run(
     progress: bool = False,
 ) -> list[GridResult]:
     """Grid search for ``base.arch`` on a run: train each point for ``base.epochs``, score on held-out MSE."""
+    device = select_device(base.device)  # a bad --device fails now, not after the (slow) data build
     data, source = build_run_data(run_path, base)
-    device = select_device(base.device)
     try:
 
         def objective(point: dict[str, Any]) -> dict[str, Any]:

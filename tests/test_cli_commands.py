@@ -78,7 +78,7 @@ def test_non_positive_counts_are_usage_errors(option, tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["acquire", "--out", str(tmp_path / "r.h5"), option, "0"])
     assert exit_info.value.code == cli.EXIT_USAGE
-    assert "must be >= 1" in capsys.readouterr().err
+    assert f"argument {option}: must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_existing_output_refused(run_file, tmp_path, monkeypatch, capsys):

@@ -68,11 +68,57 @@ def test_specklab_crb_cli_on_simulated_fisher_scan(tmp_path, capsys):
     assert res["frames_used"] == 520 and res["role"] == "F"
     assert res["fisher"][0][1] == res["fisher"][1][0]
     assert cli.main(["crb", str(tmp_path / "missing.h5")]) == 2
-    # bad options end in a named error and exit 1, not a traceback (ZeroDivisionError) or a silent J = 0
-    for bad, said in ((["--bin-factor", "0"], "positive integer"), (["--bins", "1"], "bins must be >= 2")):
-        capsys.readouterr()
-        assert cli.main(["crb", str(out), "--json", "--device", "cpu", *bad]) == 1
-        assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--rel-tol", "-1"],  # was accepted: "never precise", the largest plateau step
+        ["--rel-tol", "0"],
+        ["--rel-tol", "nan"],
+        ["--rel-tol", "inf"],
+        ["--polyorder", "-1"],  # was numpy's "expected deg >= 0", exit 1, after loading the run
+        ["--window", "0"],
+        ["--window", "-5"],  # was a silent constant-mean background
+        ["--bins", "1"],
+        ["--bin-factor", "0"],
+        ["--bin-factor", "x"],
+    ],
+)
+def test_specklab_crb_refuses_bad_numeric_options_as_usage_errors(tmp_path, capsys, bad):
+    """A bad numeric option is an argparse usage error (exit 2) naming the option, before the run is read."""
+    from acquisition import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["crb", str(tmp_path / "never-read.h5"), *bad])
+    assert exc.value.code == 2
+    assert f"argument {bad[0]}:" in capsys.readouterr().err
+
+
+def test_specklab_crb_reports_a_bad_device_before_reading_the_run(tmp_path, capsys, monkeypatch):
+    """``--device gpu`` (or cuda without CUDA) fails with exit 2 before the run is loaded and fitted."""
+    import torch
+
+    import analysis.crb
+    from acquisition import cli
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run was loaded before the device was checked")
+
+    monkeypatch.setattr(analysis.crb, "crb_from_run", no_run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("gpu", "cuda"):
+        assert cli.main(["crb", str(tmp_path / "never-read.h5"), "--device", device]) == 2
+        assert capsys.readouterr().err.startswith(f"specklab crb: --device {device!r}: ")
+    # the defaults still parse (and mean what they did)
+    args = cli.build_parser().parse_args(["crb", "r.h5"])
+    assert (args.rel_tol, args.bins, args.bin_factor, args.window, args.polyorder) == (
+        0.02,
+        None,
+        4,
+        None,
+        None,
+    )
 
 
 def test_split_axes_names_frames_that_are_not_a_scan():

@@ -121,6 +121,18 @@ def test_main_specklab_parser_has_the_model_subcommands() -> None:
     assert args.func.__module__ == "models.cli"
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--repeats", "0"), ("--epochs", "0"), ("--lr", "-1"), ("--workers", "-1")]
+)
+def test_counts_and_rates_out_of_range_are_usage_errors(option: str, value: str, capsys) -> None:
+    """``--repeats 0`` used to train one model silently: argparse refuses it, naming the option."""
+    from acquisition import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.build_parser().parse_args(["train", "r.h5", "--out", "m.pt", option, value])
+    assert stop.value.code == 2 and f"argument {option}: must be" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> Path:
     return write_run(blob_run(40, size=64), tmp_path_factory.mktemp("run") / "run.h5")
@@ -165,3 +177,27 @@ def test_bad_inputs_give_a_clear_error_not_a_traceback(tmp_path: Path, small_run
     ]  # fmt: skip
     for argv, message in bad:
         _fails_cleanly(argv, capsys, message)
+
+
+def test_bad_device_is_reported_before_any_data_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--device gpu`` / ``cuda`` without CUDA: exit 2 naming the device before the (slow) data build."""
+    import models.train
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the run data were built before the device was checked")
+
+    monkeypatch.setattr(models.train, "build_run_data", no_data)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "m.pt").write_bytes(b"never read")
+    run = str(tmp_path / "run.h5")  # never opened either
+    train = ["train", run, "--out", str(tmp_path / "out.pt"), "--no-progress"]
+    for device, message in (("gpu", "not a torch device"), ("cuda", "CUDA is not available")):
+        for argv in (
+            [*train, "--device", device],
+            [*train, "--device", device, "--repeats", "2"],
+            ["grid-search", run, "--no-progress", "--device", device],
+            ["evaluate", str(tmp_path / "m.pt"), run, "--device", device],
+        ):
+            assert _run(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith(f"specklab {argv[0]}: --device {device!r}") and message in err, err
