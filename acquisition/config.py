@@ -10,7 +10,6 @@ values; ``frames=N`` is shorthand for the total frames of the chosen protocol.
 
 from __future__ import annotations
 
-import importlib
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -210,25 +209,14 @@ class SpecklabConfig(_Strict):
         return expand_protocol(self.run.protocol, self.protocol_config(), dmd_shape or self.dmd_shape)
 
     def bench_config(self) -> Any:
-        """The bench's ``BenchConfig`` built from ``[bench]`` if that class exists, else the dict."""
-        cls = _bench_config_class()
-        return cls.model_validate(self.bench) if cls is not None else dict(self.bench)
+        """The virtual bench's ``BenchConfig`` built from ``[bench]`` (imported here: physics on demand)."""
+        from devices.bench.config import BenchConfig
+
+        return BenchConfig.model_validate(self.bench)
 
     def to_dict(self) -> dict[str, Any]:
         """The full config as plain data, protocol names as in the file (for storing with a run)."""
         return self.model_dump(mode="json", by_alias=True)
-
-
-def _bench_config_class() -> type[BaseModel] | None:
-    """The bench's own model, imported lazily: it is written in parallel and may not exist yet."""
-    try:
-        module = importlib.import_module("devices.bench.config")
-    except ModuleNotFoundError as e:
-        if e.name in ("devices.bench.config", "devices.bench", "devices"):
-            return None
-        raise  # the module exists but is broken: that must not pass silently
-    cls = getattr(module, "BenchConfig", None)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -403,13 +391,14 @@ def validate_config(
         cfg = SpecklabConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, origin)) from None
-    cls = _bench_config_class()
-    if cls is not None:
-        try:
-            bench = cls.model_validate(cfg.bench)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e, source, origin, prefix="bench.")) from None
-        cfg = cfg.model_copy(update={"bench": bench.model_dump(mode="json")})
+    if "configuration" not in cfg.bench:  # the virtual bench's physics: by default the protocol's own
+        physics = PROTOCOLS[canonical_name(cfg.run.protocol)].simulated_bench
+        cfg = cfg.model_copy(update={"bench": {"configuration": physics, **cfg.bench}})
+    try:
+        bench = cfg.bench_config()
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source, origin, prefix="bench.")) from None
+    cfg = cfg.model_copy(update={"bench": bench.model_dump(mode="json")})
     try:
         cfg.plan()
     except (ValueError, KeyError) as e:
@@ -417,15 +406,21 @@ def validate_config(
         raise ConfigError(
             f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
         ) from None
-    from devices.factory import check_samples  # the bench says which samples it can mount
+    # the bench says what it can image: its physics, its samples, its mask grid
+    from devices.factory import check_bench_configuration, check_mask_grid, check_samples
 
-    try:
-        check_samples(cfg)
-    except ValueError as e:
-        key = f"protocols.{cfg.run.protocol}.samples"
-        raise ConfigError(
-            f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
-        ) from None
+    protocol = f"protocols.{cfg.run.protocol}"
+    for check, key in (
+        (check_bench_configuration, "bench.configuration"),
+        (check_samples, f"{protocol}.samples"),
+        (check_mask_grid, f"{protocol}.macro_pixel_px"),
+    ):
+        try:
+            check(cfg)
+        except ValueError as e:
+            raise ConfigError(
+                f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
+            ) from None
     return cfg
 
 

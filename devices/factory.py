@@ -19,7 +19,9 @@ Samples (speckle-SIM images one sample per block of masks): the bench's ``sample
 :class:`~devices.sample_holder.SimulatedSampleHolder` when the camera images the virtual bench (it
 switches the bench's density), else a :class:`~devices.sample_holder.ManualSampleHolder` that asks
 the operator (on the terminal when one is attached; a GUI sets ``bench.sample_holder.confirm``).
-:func:`check_samples` refuses, at config load, sample names the configured bench cannot mount.
+:func:`check_samples` refuses, at config load, sample names the configured bench cannot mount;
+:func:`check_bench_configuration` and :func:`check_mask_grid` refuse a simulated run whose bench would
+image it with another protocol's physics or sample its masks on another grid.
 """
 
 from __future__ import annotations
@@ -98,6 +100,46 @@ def mountable_samples(config: SpecklabConfig) -> frozenset[str] | None:
 
         return SAMPLE_NAMES
     return None
+
+
+def check_bench_configuration(config: SpecklabConfig) -> None:
+    """Refuse (ValueError) a simulated run whose virtual bench is set up for another protocol's physics.
+
+    Pure, like :func:`check_samples`. Speckle-SIM masks shown on the reflection bench would record
+    frames of a reflective target behind a flowing medium: valid files whose statistics belong to
+    no protocol.
+    """
+    if config.devices.camera.kind != "simulated":
+        return
+    from acquisition.protocols import PROTOCOLS, canonical_name
+
+    protocol = canonical_name(config.run.protocol)
+    wanted = PROTOCOLS[protocol].simulated_bench
+    have = config.bench_config().configuration
+    if have != wanted:
+        raise ValueError(
+            f"the simulated bench is set up for {have!r}, but {protocol} is imaged by its {wanted!r}"
+            f" configuration (--set bench.configuration={wanted})"
+        )
+
+
+def check_mask_grid(config: SpecklabConfig) -> None:
+    """Refuse (ValueError) speckle-SIM masks whose macro-pixel differs from the simulated bench's.
+
+    The speckle-SIM bench takes one pupil sample per ``bench.speckle_sim.macropixel_dmd_px`` block of
+    the DMD: masks of another macro-pixel would reach it as grey averages the protocol never shows.
+    """
+    from acquisition.protocols import canonical_name
+
+    if config.devices.camera.kind != "simulated" or canonical_name(config.run.protocol) != "speckle-sim":
+        return
+    bench = config.bench_config().speckle_sim.macropixel_dmd_px
+    masks = config.protocol_params().macro_pixel_px
+    if masks != bench:
+        raise ValueError(
+            f"masks of {masks}-mirror macro-pixels on a simulated bench that samples {bench}-mirror blocks"
+            f" (bench.speckle_sim.macropixel_dmd_px): set both to the same size"
+        )
 
 
 def check_samples(config: SpecklabConfig) -> None:

@@ -6,19 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict
 
-from acquisition import config as config_mod
 from acquisition.config import ConfigError, load_config, parse_override
 from acquisition.protocols import PROTOCOLS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture
-def no_bench_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep [bench] a plain dict whatever the bench package currently holds."""
-    monkeypatch.setattr(config_mod, "_bench_config_class", lambda: None)
 
 
 def _write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
@@ -27,16 +19,17 @@ def _write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
     return p
 
 
-def test_sim_bench_config_is_all_simulated(no_bench_model: None) -> None:
+def test_sim_bench_config_is_all_simulated() -> None:
     cfg = load_config(CONFIGS / "sim-bench.toml")
     assert {cfg.devices.dmd.kind, cfg.devices.camera.kind, cfg.devices.pump.kind} == {"simulated"}
-    assert cfg.bench == {"configuration": "reflection", "seed": 1, "medium": {"optical_thickness": 0.0}}
+    bench = cfg.bench_config()
+    assert (bench.configuration, bench.seed, bench.medium.optical_thickness) == ("reflection", 1, 0.0)
     assert cfg.run.protocol == "bsbd"
     assert cfg.protocol_params("speckle-sim").samples == ["siemens_star", "cells"]
     assert len(cfg.plan()) == 4000
 
 
-def test_real_bench_example_validates(no_bench_model: None) -> None:
+def test_real_bench_example_validates() -> None:
     cfg = load_config(CONFIGS / "real-bench.example.toml")
     assert (cfg.devices.dmd.kind, cfg.devices.camera.kind, cfg.devices.pump.kind) == (
         "alp", "micromanager", "newera",
@@ -52,7 +45,7 @@ def test_defaults_without_file() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PROTOCOLS))
-def test_frames_shorthand_for_every_protocol(name: str, no_bench_model: None) -> None:
+def test_frames_shorthand_for_every_protocol(name: str) -> None:
     extra = ["protocols.generalisation.n_train=3", "protocols.generalisation.n_test=1"]
     cfg = load_config(CONFIGS / "sim-bench.toml", [f"run.protocol={name}", "frames=37", *extra])
     assert cfg.run.protocol == name
@@ -116,7 +109,7 @@ def test_underscore_section_name_and_frames(tmp_path: Path) -> None:
     ],
 )
 def test_bad_configs_name_file_key_and_problem(
-    tmp_path: Path, text: str, overrides: list[str], key: str, problem: str, no_bench_model: None
+    tmp_path: Path, text: str, overrides: list[str], key: str, problem: str
 ) -> None:
     p = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -145,28 +138,37 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_config(latin1)
 
 
-class _FakeBench(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    configuration: str = "reflection"
-    seed: int = 0
-    optical_thickness: float = 0.0
-
-
-def test_bench_validated_by_bench_model_when_present(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(config_mod, "_bench_config_class", lambda: _FakeBench)
+def test_bench_validated_by_the_bench_model(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, "[bench]\nseed = 4\n"))
-    assert cfg.bench == {"configuration": "reflection", "seed": 4, "optical_thickness": 0.0}
-    assert isinstance(cfg.bench_config(), _FakeBench)
+    assert cfg.bench_config().seed == 4 and cfg.bench == cfg.bench_config().model_dump(mode="json")
     with pytest.raises(ConfigError, match=r"bench\.seedd: unknown key"):
         load_config(_write(tmp_path, "[bench]\nseedd = 4\n"))
 
 
-def test_bench_kept_as_dict_without_model(no_bench_model: None) -> None:
-    cfg = load_config(None, ["bench.anything=3"])
-    assert cfg.bench == {"anything": 3} and cfg.bench_config() == {"anything": 3}
+@pytest.mark.parametrize(
+    ("protocol", "physics"), [(n, s.simulated_bench) for n, s in sorted(PROTOCOLS.items())]
+)
+def test_the_bench_images_each_protocol_with_its_own_physics(protocol: str, physics: str) -> None:
+    """Left out, bench.configuration follows the protocol; set to another, the run is refused, since the
+    frames would be valid files of no protocol's physics (speckle-SIM masks on the reflection bench)."""
+    extra = ["protocols.generalisation.n_train=3", "protocols.generalisation.n_test=1"]
+    cfg = load_config(CONFIGS / "sim-bench.toml", [f"run.protocol={protocol}", *extra])
+    assert cfg.bench_config().configuration == physics
+    other = "diffuser" if physics != "diffuser" else "reflection"
+    with pytest.raises(ConfigError, match=rf"bench\.configuration: .*--set bench\.configuration={physics}"):
+        load_config(CONFIGS / "sim-bench.toml", [f"run.protocol={protocol}", f"bench.configuration={other}"])
+    real_camera = ["devices.camera.kind=micromanager", "devices.camera.config_file=x.cfg"]
+    load_config(None, [f"run.protocol={protocol}", f"bench.configuration={other}", *extra, *real_camera])
 
 
-def test_to_dict_uses_file_spelling(no_bench_model: None) -> None:
+def test_speckle_sim_masks_must_match_the_simulated_bench_grid() -> None:
+    base = ["run.protocol=speckle-sim", "protocols.speckle-sim.macro_pixel_px=4"]
+    load_config(None, [*base, "bench.speckle_sim.macropixel_dmd_px=4"])
+    with pytest.raises(ConfigError, match=r"protocols\.speckle-sim\.macro_pixel_px: masks of 4-mirror"):
+        load_config(None, base)
+
+
+def test_to_dict_uses_file_spelling() -> None:
     d = load_config(CONFIGS / "sim-bench.toml").to_dict()
     assert set(d["protocols"]) == set(PROTOCOLS)
     assert d["protocols"]["speckle-sim"]["n_masks"] == 600
@@ -203,27 +205,27 @@ def test_simulated_sensor_constants_are_validated_and_reach_the_camera() -> None
         ("protocols.bsbd.magnification=inf", "protocols.bsbd.magnification"),
     ],
 )
-def test_non_finite_numbers_refused(override: str, key: str, no_bench_model: None) -> None:
+def test_non_finite_numbers_refused(override: str, key: str) -> None:
     """``gt=0`` lets ``inf`` through: it must be refused at load, not when the pump or camera gets it."""
     with pytest.raises(ConfigError, match=rf"{re.escape(key)}: Input should be a finite number"):
         load_config(None, [override])
 
 
-def test_camera_roi_must_be_on_the_sensor_side_of_zero(no_bench_model: None) -> None:
+def test_camera_roi_must_be_on_the_sensor_side_of_zero() -> None:
     with pytest.raises(ConfigError, match=r"devices\.camera\.roi\.0: .*\[from --set devices\.camera\.roi="):
         load_config(None, ["devices.camera.roi=[-1, 0, 10, 10]"])
     with pytest.raises(ConfigError, match=r"devices\.camera\.roi\.2: Input should be greater than 0"):
         load_config(None, ["devices.camera.roi=[0, 0, 0, 10]"])
 
 
-def test_set_names_the_override_behind_a_table_level_error(no_bench_model: None) -> None:
+def test_set_names_the_override_behind_a_table_level_error() -> None:
     with pytest.raises(
         ConfigError, match=r"shorter than exposure_s .*\[from --set protocols\.bsbd\.exposure_s=1\]"
     ):
         load_config(None, ["protocols.bsbd.exposure_s=1"])
 
 
-def test_set_spelled_unlike_the_file_lands_in_the_files_table(tmp_path: Path, no_bench_model: None) -> None:
+def test_set_spelled_unlike_the_file_lands_in_the_files_table(tmp_path: Path) -> None:
     p = _write(tmp_path, "[run]\nprotocol = 'speckle-sim'\n[protocols.speckle-sim]\nn_masks = 7\nseed = 3\n")
     cfg = load_config(p, ["protocols.speckle_sim.n_masks=2"])
     assert cfg.protocol_params().n_masks == 2 and cfg.protocol_params().seed == 3

@@ -53,7 +53,9 @@ def test_shared_masks_and_region() -> None:
     assert [e.pattern_id for e in plan.events] == [0, 1, 2, 0, 1, 2]
     m = plan.patterns.pattern(1)
     rows, cols = np.nonzero(m)
-    assert rows.min() >= 32 and rows.max() < 64 and cols.min() >= 44 and cols.max() < 84
+    # centred to within a macro-pixel (8), on the DMD's macro-pixel grid: rows 32..63, cols 40..79
+    assert rows.min() >= 32 and rows.max() < 64 and cols.min() >= 40 and cols.max() < 80
+    assert np.all(m[32:64, 40:80].reshape(4, 8, 5, 8).std(axis=(1, 3)) == 0)  # whole macro-pixels
 
 
 def test_frames_wraps_or_truncates() -> None:

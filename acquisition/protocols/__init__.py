@@ -19,11 +19,13 @@ from ._common import DEFAULT_DMD_SHAPE, EventSequence, ProtocolParams
 
 @dataclass(frozen=True)
 class ProtocolSpec:
-    """A registered protocol: its config name, parameter model and expansion function."""
+    """A registered protocol: its config name, parameter model, expansion function, and the virtual
+    bench configuration (``bench.configuration``) whose physics images it."""
 
     name: str
     params: type[ProtocolParams]
     expand: Callable[[Any, tuple[int, int]], Plan]
+    simulated_bench: str
 
     def validate(self, protocol_config: Mapping[str, Any] | None) -> ProtocolParams:
         """Validated parameters (pydantic ``ValidationError`` on bad input)."""
@@ -33,10 +35,12 @@ class ProtocolSpec:
 PROTOCOLS: dict[str, ProtocolSpec] = {
     spec.name: spec
     for spec in (
-        ProtocolSpec(bsbd.NAME, bsbd.BsbdParams, bsbd.expand),
-        ProtocolSpec(speckle_sim.NAME, speckle_sim.SpeckleSimParams, speckle_sim.expand),
-        ProtocolSpec(generalisation.NAME, generalisation.GeneralisationParams, generalisation.expand),
-        ProtocolSpec(fisher_scan.NAME, fisher_scan.FisherScanParams, fisher_scan.expand),
+        ProtocolSpec(bsbd.NAME, bsbd.BsbdParams, bsbd.expand, "reflection"),
+        ProtocolSpec(speckle_sim.NAME, speckle_sim.SpeckleSimParams, speckle_sim.expand, "speckle_sim"),
+        ProtocolSpec(
+            generalisation.NAME, generalisation.GeneralisationParams, generalisation.expand, "diffuser"
+        ),
+        ProtocolSpec(fisher_scan.NAME, fisher_scan.FisherScanParams, fisher_scan.expand, "reflection"),
     )
 }
 

@@ -109,8 +109,10 @@ class RandomMaskBank:
         rows, cols = self._region
         block = np.repeat(np.repeat(self.macro_mask(pattern_id), m, axis=0), m, axis=1)[:rows, :cols]
         img = np.zeros(self._dmd_shape, dtype=np.uint8)
-        r0 = (self._dmd_shape[0] - rows) // 2
-        c0 = (self._dmd_shape[1] - cols) // 2
+        # centred to within a macro-pixel, on the DMD-wide grid of macro-pixels (multiples of m from the
+        # corner), so every region's macro-pixels are the ones the simulated bench samples its pupil with
+        r0 = (self._dmd_shape[0] - rows) // 2 // m * m
+        c0 = (self._dmd_shape[1] - cols) // 2 // m * m
         img[r0 : r0 + rows, c0 : c0 + cols] = block.astype(np.uint8) * 255
         return img
 
