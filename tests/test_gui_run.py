@@ -128,6 +128,18 @@ def test_invalid_parameters_are_refused_before_anything_moves(qtbot, make_window
     assert w.protocol.start_btn.isEnabled()
 
 
+def test_a_protocol_of_other_physics_is_refused_on_the_simulated_bench(qtbot, make_window, tmp_path):
+    """The bench opened with the reflection physics of bsbd: speckle-SIM masks on it would record frames
+    of no protocol, so Start names the fix instead of running."""
+    w = make_window()
+    w.protocol.combo.setCurrentText("speckle-sim")
+    out = tmp_path / "never.h5"
+    w.protocol.out.setText(str(out))
+    qtbot.mouseClick(w.protocol.start_btn, 1)
+    assert "--set bench.configuration=speckle_sim" in w.protocol.message.text()
+    assert w.controller is None and not out.exists()
+
+
 def test_existing_output_is_not_overwritten(qtbot, make_window, tmp_path):
     w = make_window()
     out = tmp_path / "exists.h5"
