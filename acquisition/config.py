@@ -407,13 +407,14 @@ def validate_config(
             f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
         ) from None
     # the bench says what it can image: its physics, its samples, its mask grid
-    from devices.factory import check_bench_configuration, check_mask_grid, check_samples
+    from devices.factory import check_bench_configuration, check_mask_grid, check_samples, check_target_area
 
     protocol = f"protocols.{cfg.run.protocol}"
     for check, key in (
         (check_bench_configuration, "bench.configuration"),
         (check_samples, f"{protocol}.samples"),
         (check_mask_grid, f"{protocol}.macro_pixel_px"),
+        (check_target_area, f"{protocol}.block_px"),
     ):
         try:
             check(cfg)

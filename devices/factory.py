@@ -20,8 +20,9 @@ Samples (speckle-SIM images one sample per block of masks): the bench's ``sample
 switches the bench's density), else a :class:`~devices.sample_holder.ManualSampleHolder` that asks
 the operator (on the terminal when one is attached; a GUI sets ``bench.sample_holder.confirm``).
 :func:`check_samples` refuses, at config load, sample names the configured bench cannot mount;
-:func:`check_bench_configuration` and :func:`check_mask_grid` refuse a simulated run whose bench would
-image it with another protocol's physics or sample its masks on another grid.
+:func:`check_bench_configuration`, :func:`check_mask_grid` and :func:`check_target_area` refuse a
+simulated run whose bench would image it with another protocol's physics, sample its masks on another
+grid, or leave part of its targets unlit.
 """
 
 from __future__ import annotations
@@ -139,6 +140,26 @@ def check_mask_grid(config: SpecklabConfig) -> None:
         raise ValueError(
             f"masks of {masks}-mirror macro-pixels on a simulated bench that samples {bench}-mirror blocks"
             f" (bench.speckle_sim.macropixel_dmd_px): set both to the same size"
+        )
+
+
+def check_target_area(config: SpecklabConfig) -> None:
+    """Refuse (ValueError) generalisation targets larger than the simulated diffuser bench's lit area.
+
+    The bench illuminates only the central ``bench.diffuser.illuminated_px`` mirrors (seed 003: ~128x128);
+    the rest of a larger target would be recorded as darkness, and a shifted test region as a black frame.
+    """
+    from acquisition.protocols import canonical_name
+
+    if config.devices.camera.kind != "simulated" or canonical_name(config.run.protocol) != "generalisation":
+        return
+    lit = config.bench_config().diffuser.illuminated_px
+    p = config.protocol_params()
+    side = p.canvas_px * p.block_px
+    if side > lit:
+        raise ValueError(
+            f"{p.canvas_px}x{p.canvas_px} target pixels at block_px={p.block_px} cover {side}x{side} mirrors,"
+            f" more than the {lit}x{lit} the simulated bench lights (bench.diffuser.illuminated_px)"
         )
 
 

@@ -168,6 +168,17 @@ def test_speckle_sim_masks_must_match_the_simulated_bench_grid() -> None:
         load_config(None, base)
 
 
+def test_generalisation_targets_must_fit_the_lit_area_of_the_simulated_bench() -> None:
+    """The diffuser bench lights ~128x128 mirrors (seed 003): case 5's 128-pixel field at block_px 2
+    would leave its shifted test regions in the dark."""
+    base = ["run.protocol=generalisation", 'protocols.generalisation.case="5"']
+    load_config(None, base)
+    with pytest.raises(ConfigError, match=r"generalisation\.block_px: .*256x256 mirrors.*128x128"):
+        load_config(None, [*base, "protocols.generalisation.block_px=2"])
+    real_camera = ["devices.camera.kind=micromanager", "devices.camera.config_file=x.cfg"]
+    load_config(None, [*base, "protocols.generalisation.block_px=2", *real_camera])
+
+
 def test_to_dict_uses_file_spelling() -> None:
     d = load_config(CONFIGS / "sim-bench.toml").to_dict()
     assert set(d["protocols"]) == set(PROTOCOLS)

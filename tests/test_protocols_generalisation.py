@@ -147,8 +147,8 @@ def test_case_5_shifted_test_regions() -> None:
     assert shifted.extra["source_index"] == centre.extra["source_index"]  # same digit, moved
     a, b = bank.target_image(centre.pattern_id), bank.target_image(shifted.pattern_id)
     np.testing.assert_array_equal(np.roll(a, (24, -16), axis=(0, 1)), b)
-    assert shifted.target_x_px - centre.target_x_px == -16 * 4
-    assert shifted.target_y_px - centre.target_y_px == 24 * 4
+    assert shifted.target_x_px - centre.target_x_px == -16  # one mirror per target pixel (block_px 1)
+    assert shifted.target_y_px - centre.target_y_px == 24
 
 
 def test_random_placement_inside_field() -> None:
@@ -276,6 +276,65 @@ def test_run_on_the_diffuser_bench_stores_the_target_of_every_frame(tmp_path) ->
         np.testing.assert_array_equal(f["entry/events/target_index"][:], [0, 1, 2, 3, 4, 0, 1])
         # the picture on the DMD is the stored target, block_px x block_px per target pixel
         pattern = plan.patterns.pattern(3)
-        k = 4
+        k = cfg.protocol_params().block_px
         r0, c0 = (768 - 64 * k) // 2, (1024 - 64 * k) // 2
         np.testing.assert_array_equal(pattern[r0 : r0 + 64 * k : k, c0 : c0 + 64 * k : k], images[3])
+
+
+def test_recorded_frames_follow_the_diffusers_linear_field_map(tmp_path) -> None:
+    """End to end: with ``bench.configuration`` left out the run is imaged by the diffuser bench, and its
+    frames carry the statistics of a fixed random linear map of the DMD field E = T a: the same target
+    repeats its frame up to shot noise, and two targets' speckles correlate as |<a, b>|^2 / (|a|^2 |b|^2)
+    of their stored amplitudes (a = sqrt(gray / 255)), which is small only for targets that barely overlap.
+    The defaults (block_px = 1, the bench's photon budget at the protocol's exposure) keep the whole
+    64x64 target in the bench's illuminated 128x128 mirrors and the speckle peaks below saturation."""
+    from scipy import ndimage
+
+    from acquisition.config import load_config
+    from acquisition.reader import RunReader
+    from acquisition.runner import record
+    from acquisition.wiring import prepare_run
+    from devices.factory import open_bench
+
+    cfg = load_config(
+        None,
+        [
+            'bench.diffuser.gray_model="amplitude"',  # one propagation per frame: a fast test
+            "run.protocol=generalisation",
+            "protocols.generalisation.n_train=6",
+            "protocols.generalisation.n_test=2",
+            "frames=13",  # 10 targets, then the first three again
+        ],
+    )
+    assert cfg.bench_config().configuration == "diffuser"
+    out = tmp_path / "gen.h5"
+    with open_bench(cfg) as bench:
+        prepared = prepare_run(cfg, bench)
+        result = record(prepared.plan, prepared.engine, prepared.info, out)
+    assert result.status == "complete", result.error
+    with RunReader(out) as r:
+        sensor = r.ground_truth["bench"]["sensor"]
+        raw = np.asarray(r.frames[:])
+        amps = np.sqrt(r.targets(np.arange(r.n_frames)) / 255.0).reshape(r.n_frames, -1)
+    adc_max = 2 ** int(sensor["bit_depth"]) - 1
+    well_adu = float(sensor["offset_adu"]) + float(sensor["full_well_e"]) * float(sensor["gain_adu_per_e"])
+    assert raw.max() < min(adc_max, well_adu)  # unclipped speckle
+    frames = raw.astype(float) - float(sensor["offset_adu"])
+
+    def corr(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.corrcoef(x.ravel(), y.ravel())[0, 1])
+
+    for i in range(3):  # the static diffuser: the same target gives the same speckle
+        assert np.array_equal(amps[i], amps[10 + i])
+        assert corr(frames[i], frames[10 + i]) > 0.97
+    core = (slice(128, 384), slice(128, 384))  # where the halo envelope is bright
+    speckle = [(f / ndimage.gaussian_filter(f, 8) - 1)[core] for f in frames[:10]]
+    measured, predicted = [], []
+    for i in range(10):
+        for j in range(i + 1, 10):
+            measured.append(corr(speckle[i], speckle[j]))
+            a, b = amps[i], amps[j]
+            predicted.append((a @ b) ** 2 / ((a @ a) * (b @ b)))
+    measured, predicted = np.array(measured), np.array(predicted)
+    assert corr(measured, predicted) > 0.95
+    assert np.abs(measured - predicted).mean() < 0.08

@@ -40,7 +40,7 @@ FIELD_CASES = ("5", "random")  # cases whose targets live in the 128x128 field r
 
 
 class GeneralisationParams(ProtocolParams):
-    """Parameters; sizes from seed 003 ("64x64", "enlarged to 96x96", "128x128 range", 256x256 on the DMD)."""
+    """Parameters; sizes from seed 003 ("64x64" arrays on the DMD, "enlarged to 96x96", "128x128 range")."""
 
     exposure_s: float = Field(default=0.01, gt=0, description="choice: seed 003 gives no exposure")
     interval_s: float = Field(
@@ -54,7 +54,11 @@ class GeneralisationParams(ProtocolParams):
     image_px: int = Field(default=64, ge=2, description="target array size (seed 003: 64x64)")
     enlarged_px: int = Field(default=96, ge=2, description="cases 3-4: enlarge to this, then crop image_px")
     field_px: int = Field(default=128, ge=2, description="illuminated field for cases 5 and random")
-    block_px: int = Field(default=4, ge=1, description="DMD pixels per target pixel (64 -> 256, seed 003 SI)")
+    block_px: int = Field(
+        default=1,
+        ge=1,
+        description="DMD pixels per target pixel (seed 003: 64x64 targets on the DMD, ~128x128 lit)",
+    )
     display: Literal["gray8", "binary"] = Field(
         default="gray8", description="8-bit gray or 1-bit DMD display"
     )

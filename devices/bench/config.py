@@ -258,9 +258,12 @@ class DiffuserConfig(_Strict):
         ),
     )
     photons_per_s: float = Field(
-        2.0e7,
+        5.0e5,
         gt=0,
-        description="mean photons per camera pixel per second for an all-on illuminated region (our choice)",
+        description=(
+            "mean photons per camera pixel per second for an all-on illuminated region (our choice: at the"
+            " protocol's 10 ms exposure the speckle peaks of its targets stay under the 30,000 e- well)"
+        ),
     )
 
 
