@@ -407,14 +407,15 @@ def validate_config(
             f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
         ) from None
     # the bench says what it can image: its physics, its samples, its mask grid
-    from devices.factory import check_bench_configuration, check_mask_grid, check_samples, check_target_area
+    from devices import factory
 
     protocol = f"protocols.{cfg.run.protocol}"
     for check, key in (
-        (check_bench_configuration, "bench.configuration"),
-        (check_samples, f"{protocol}.samples"),
-        (check_mask_grid, f"{protocol}.macro_pixel_px"),
-        (check_target_area, f"{protocol}.block_px"),
+        (factory.check_bench_configuration, "bench.configuration"),
+        (factory.check_dmd_shape, "devices.dmd.shape"),
+        (factory.check_samples, f"{protocol}.samples"),
+        (factory.check_mask_grid, f"{protocol}.macro_pixel_px"),
+        (factory.check_target_area, f"{protocol}.block_px"),
     ):
         try:
             check(cfg)

@@ -20,9 +20,9 @@ Samples (speckle-SIM images one sample per block of masks): the bench's ``sample
 switches the bench's density), else a :class:`~devices.sample_holder.ManualSampleHolder` that asks
 the operator (on the terminal when one is attached; a GUI sets ``bench.sample_holder.confirm``).
 :func:`check_samples` refuses, at config load, sample names the configured bench cannot mount;
-:func:`check_bench_configuration`, :func:`check_mask_grid` and :func:`check_target_area` refuse a
-simulated run whose bench would image it with another protocol's physics, sample its masks on another
-grid, or leave part of its targets unlit.
+:func:`check_bench_configuration`, :func:`check_dmd_shape`, :func:`check_mask_grid` and
+:func:`check_target_area` refuse a simulated run whose bench would image it with another protocol's
+physics or another DMD, sample its masks on another grid, or leave part of its targets unlit.
 """
 
 from __future__ import annotations
@@ -121,6 +121,23 @@ def check_bench_configuration(config: SpecklabConfig) -> None:
         raise ValueError(
             f"the simulated bench is set up for {have!r}, but {protocol} is imaged by its {wanted!r}"
             f" configuration (--set bench.configuration={wanted})"
+        )
+
+
+def check_dmd_shape(config: SpecklabConfig) -> None:
+    """Refuse (ValueError) a simulated DMD of another shape than the one the virtual bench images.
+
+    The bench maps mirrors to the camera with its own ``bench.dmd`` geometry: a picture of any other
+    shape would fail at the first frame, after the run file was created.
+    """
+    if config.devices.camera.kind != "simulated":
+        return
+    dmd = config.bench_config().dmd
+    if tuple(config.dmd_shape) != (dmd.rows, dmd.cols):
+        rows, cols = config.dmd_shape
+        raise ValueError(
+            f"the DMD is {rows}x{cols} mirrors but the simulated bench images a {dmd.rows}x{dmd.cols} one"
+            " (bench.dmd.rows, bench.dmd.cols): set both to the same shape"
         )
 
 

@@ -27,6 +27,8 @@ def small_config(tmp_path: Path, frames: int = 40) -> SpecklabConfig:
         None,
         [
             f"devices.dmd.shape=[{DMD_SHAPE[0]}, {DMD_SHAPE[1]}]",
+            f"bench.dmd.rows={DMD_SHAPE[0]}",
+            f"bench.dmd.cols={DMD_SHAPE[1]}",
             f"frames={frames}",
             f"run.output_dir='{tmp_path / 'runs'}'",
             "protocols.bsbd.interval_s=0.01",
