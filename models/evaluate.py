@@ -359,6 +359,11 @@ def load_crb(path: str | Path | None) -> list[float] | None:
         return None
     data = json.loads(Path(path).read_text())
     crb = data.get("crb_um") if isinstance(data, dict) else None
+    if isinstance(crb, list) and len(crb) == 2 and None in crb:  # what specklab crb writes when J is not > 0
+        raise ValueError(
+            f"{path}: the CRB is undefined there (crb_um {crb}: the estimated Fisher matrix was not positive"
+            " definite; record more frames per position)"
+        )
     ok = isinstance(crb, list) and len(crb) == 2
     ok = ok and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in crb)
     if not ok or not all(math.isfinite(c) and c > 0 for c in crb):

@@ -212,7 +212,8 @@ def test_aggregate_over_repeats() -> None:
 @pytest.mark.parametrize(
     "content",
     ["[1, 2]", '{"crb_um": 0.1}', '{"crb_um": [[1, 2], [3, 4]]}', '{"crb_um": [0, 0.1]}',
-     '{"crb_um": [NaN, 0.1]}', '{"crb_um": [0.1, 0.2, 0.3]}', '{"crb_um": ["a", 0.1]}', '{"fisher": 1}'],
+     '{"crb_um": [NaN, 0.1]}', '{"crb_um": [0.1, 0.2, 0.3]}', '{"crb_um": ["a", 0.1]}', '{"fisher": 1}',
+     '{"crb_um": [null, null]}'],
 )  # fmt: skip
 def test_a_crb_json_of_the_wrong_shape_is_a_value_error(tmp_path, content: str) -> None:
     from models.evaluate import load_crb
@@ -220,6 +221,16 @@ def test_a_crb_json_of_the_wrong_shape_is_a_value_error(tmp_path, content: str) 
     path = tmp_path / "crb.json"
     path.write_text(content)
     with pytest.raises(ValueError, match="crb_um"):
+        load_crb(path)
+
+
+def test_an_undefined_crb_says_why(tmp_path) -> None:
+    """specklab crb writes null when the estimated Fisher matrix is not positive definite (too few frames)."""
+    from models.evaluate import load_crb
+
+    path = tmp_path / "crb.json"
+    path.write_text('{"crb_um": [null, null]}')
+    with pytest.raises(ValueError, match="undefined.*not positive definite"):
         load_crb(path)
 
 
