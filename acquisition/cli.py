@@ -102,19 +102,18 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     Path(path).write_bytes(png)
 
 
-def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
-    from acquisition.config import load_config
-
-    overrides = [*extra, *(args.set or [])]
-    return load_config(args.config, overrides)
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """Every override of the config file, ``--protocol`` as ``run.protocol=...``: what a run file records
+    (``config_overrides``), so that the file plus these rebuild the run's config."""
+    return [*([f"run.protocol={args.protocol}"] if args.protocol else []), *(args.set or [])]
 
 
 def _load_plan(args: argparse.Namespace, command: str) -> tuple[Any, Any] | None:
     """Config and expanded plan of ``--protocol``, or None after printing why (before any device opens)."""
-    from acquisition.config import ConfigError
+    from acquisition.config import ConfigError, load_config
 
     try:
-        cfg = _load(args, [f"run.protocol={args.protocol}"] if args.protocol else [])
+        cfg = load_config(args.config, _overrides(args))
         return cfg, cfg.plan()
     except ConfigError as exc:
         print(f"specklab {command}: {exc}", file=sys.stderr)
@@ -170,7 +169,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
                 bench,
                 plan=plan,
                 config_path=args.config,
-                overrides=args.set,
+                overrides=_overrides(args),
                 block_size=args.block_size,
                 verify_patterns=not args.no_verify,
             )

@@ -20,10 +20,8 @@ import numpy as np
 import pytest
 
 from acquisition import cli
+from acquisition.config import load_config
 from acquisition.reader import RunReader
-
-pytest.importorskip("devices.dmd_sim")
-pytest.importorskip("devices.bench.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +108,11 @@ def test_acquire_then_info(config, tmp_path, capsys):
         assert set(r.devices) == {"dmd", "camera", "pump"}
         assert r.config_text == CONFIG
         assert r.bench_config["configuration"] == "reflection"
+        # the file plus the recorded overrides (--protocol included) rebuild the run's config
+        overrides = json.loads(r.attrs["config_overrides"])
+        assert overrides == ["run.protocol=bsbd", "frames=200"]
+        rebuilt = load_config(r.attrs["config_source"], overrides).to_dict()
+        assert rebuilt == json.loads(r.attrs["full_config"])
         assert "um_per_dmd_px" in r.ground_truth["bench"] and "grid_px" in r.ground_truth["plan"]
         frames = r.frames[:]
         assert frames.std() > 0 and frames.max() > frames.min()

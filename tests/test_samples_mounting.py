@@ -21,8 +21,6 @@ from devices.bench.samples import SAMPLE_NAMES
 from devices.factory import open_bench
 from devices.sample_holder import ManualSampleHolder, SimulatedSampleHolder
 
-pytest.importorskip("devices.dmd_sim")
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SPECKLE = [
     'bench.configuration="speckle_sim"',
