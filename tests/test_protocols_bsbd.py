@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from test_run_helpers import record_simulated
 
 from acquisition.protocols import bsbd, expand
 
@@ -124,16 +125,10 @@ def test_paper_sized_plan_is_lazy() -> None:
 def _record(overrides: list[str], tmp_path):
     from acquisition.config import load_config
     from acquisition.reader import RunReader
-    from acquisition.runner import record
-    from acquisition.wiring import prepare_run
-    from devices.factory import open_bench
 
     cfg = load_config(None, overrides)
     out = tmp_path / "run.h5"
-    with open_bench(cfg) as bench:
-        prepared = prepare_run(cfg, bench)
-        result = record(prepared.plan, prepared.engine, prepared.info, out)
-    assert result.status == "complete", result.error
+    record_simulated(cfg, out)
     return cfg, RunReader(out)
 
 

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from test_run_helpers import record_simulated
 
 from acquisition.protocols import expand
 from acquisition.protocols.generalisation import apply_fluctuation, centre_crop, enlarge, fluctuation
@@ -235,9 +236,6 @@ def test_run_on_the_diffuser_bench_stores_the_target_of_every_frame(tmp_path) ->
 
     from acquisition.config import load_config
     from acquisition.reader import RunReader
-    from acquisition.runner import record
-    from acquisition.wiring import prepare_run
-    from devices.factory import open_bench
 
     cfg = load_config(
         None,
@@ -252,11 +250,7 @@ def test_run_on_the_diffuser_bench_stores_the_target_of_every_frame(tmp_path) ->
         ],
     )
     out = tmp_path / "gen.h5"
-    with open_bench(cfg) as bench:
-        prepared = prepare_run(cfg, bench)
-        result = record(prepared.plan, prepared.engine, prepared.info, out)
-    assert result.status == "complete", result.error
-    plan = prepared.plan
+    plan = record_simulated(cfg, out)
     shown = np.stack([plan.patterns.target_image(e.pattern_id) for e in plan.events])
     assert shown.dtype == np.uint8 and len({e.pattern_id for e in plan.events}) == 5
     with RunReader(out) as r:
@@ -292,9 +286,6 @@ def test_recorded_frames_follow_the_diffusers_linear_field_map(tmp_path) -> None
 
     from acquisition.config import load_config
     from acquisition.reader import RunReader
-    from acquisition.runner import record
-    from acquisition.wiring import prepare_run
-    from devices.factory import open_bench
 
     cfg = load_config(
         None,
@@ -308,10 +299,7 @@ def test_recorded_frames_follow_the_diffusers_linear_field_map(tmp_path) -> None
     )
     assert cfg.bench_config().configuration == "diffuser"
     out = tmp_path / "gen.h5"
-    with open_bench(cfg) as bench:
-        prepared = prepare_run(cfg, bench)
-        result = record(prepared.plan, prepared.engine, prepared.info, out)
-    assert result.status == "complete", result.error
+    record_simulated(cfg, out)
     with RunReader(out) as r:
         sensor = r.ground_truth["bench"]["sensor"]
         raw = np.asarray(r.frames[:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from test_run_helpers import record_simulated
 
 from acquisition.protocols import expand
 
@@ -73,9 +74,6 @@ def test_recorded_blocks_average_to_each_samples_blurred_density(tmp_path) -> No
     sample switches with the block."""
     from acquisition.config import load_config
     from acquisition.reader import RunReader
-    from acquisition.runner import record
-    from acquisition.wiring import prepare_run
-    from devices.factory import open_bench
 
     cfg = load_config(
         None,
@@ -87,10 +85,7 @@ def test_recorded_blocks_average_to_each_samples_blurred_density(tmp_path) -> No
     )
     assert cfg.bench_config().configuration == "speckle_sim"
     out = tmp_path / "ss.h5"
-    with open_bench(cfg) as bench:
-        prepared = prepare_run(cfg, bench)
-        result = record(prepared.plan, prepared.engine, prepared.info, out)
-    assert result.status == "complete", result.error
+    record_simulated(cfg, out)
     with RunReader(out) as r:
         truth = r.ground_truth["bench"]
         names = np.asarray(r.table["sample"]).astype(str)
