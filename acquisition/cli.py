@@ -189,8 +189,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         else:
             print("specklab acquire: interrupted before the run started", file=sys.stderr)
         return EXIT_ABORTED
-    # a device refused its settings (ValueError: a DMD of another shape), or the run file cannot be created
-    except (DeviceError, OSError, ValueError) as exc:
+    except (DeviceError, OSError) as exc:  # a device refused its settings, or the run file cannot be created
         close_bar()
         return _setup_failed("acquire", exc)
     finally:
@@ -326,7 +325,7 @@ def cmd_snap(args: argparse.Namespace) -> int:
             finally:
                 bench.dmd.halt()
         write_png(args.out, frame.image)
-    except (DeviceError, OSError, ValueError) as exc:
+    except (DeviceError, OSError) as exc:
         return _setup_failed("snap", exc)
     _print_json(
         {

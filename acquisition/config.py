@@ -406,23 +406,13 @@ def validate_config(
         raise ConfigError(
             f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
         ) from None
-    # the bench says what it can image: its physics, its samples, its mask grid
-    from devices import factory
+    # the simulated bench says what it would image wrongly
+    from devices.factory import simulated_bench_problems
 
-    protocol = f"protocols.{cfg.run.protocol}"
-    for check, key in (
-        (factory.check_bench_configuration, "bench.configuration"),
-        (factory.check_dmd_shape, "devices.dmd.shape"),
-        (factory.check_samples, f"{protocol}.samples"),
-        (factory.check_mask_grid, f"{protocol}.macro_pixel_px"),
-        (factory.check_target_area, f"{protocol}.block_px"),
-    ):
-        try:
-            check(cfg)
-        except ValueError as e:
-            raise ConfigError(
-                f"{source}: invalid configuration\n  {key}: {e}{_origin_hint(key, origin)}"
-            ) from None
+    problems = simulated_bench_problems(cfg)
+    if problems:
+        lines = [f"  {key}: {why}{_origin_hint(key, origin)}" for key, why in problems]
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
     return cfg
 
 

@@ -19,10 +19,9 @@ Samples (speckle-SIM images one sample per block of masks): the bench's ``sample
 :class:`~devices.sample_holder.SimulatedSampleHolder` when the camera images the virtual bench (it
 switches the bench's density), else a :class:`~devices.sample_holder.ManualSampleHolder` that asks
 the operator (on the terminal when one is attached; a GUI sets ``bench.sample_holder.confirm``).
-:func:`check_samples` refuses, at config load, sample names the configured bench cannot mount;
-:func:`check_bench_configuration`, :func:`check_dmd_shape`, :func:`check_mask_grid` and
-:func:`check_target_area` refuse a simulated run whose bench would image it with another protocol's
-physics or another DMD, sample its masks on another grid, or leave part of its targets unlit.
+:func:`simulated_bench_problems` says, at config load, how the virtual bench would image a run
+wrongly (another protocol's physics or DMD, samples it cannot mount, masks on another grid, targets
+beyond its lit area).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from devices.base import Camera, Dmd, Pump, SampleHolder
+from devices.base import Camera, DeviceRefused, Dmd, Pump, SampleHolder
 
 if TYPE_CHECKING:  # pragma: no cover
     from acquisition.config import SpecklabConfig
@@ -94,109 +93,74 @@ class Bench:
         return dict(self.virtual.sample_ground_truth(list(names)))
 
 
-def mountable_samples(config: SpecklabConfig) -> frozenset[str] | None:
-    """Sample names the configured bench can mount; None = any (a real bench: the operator mounts it)."""
-    if config.devices.camera.kind == "simulated":
-        from devices.bench.samples import SAMPLE_NAMES
+def simulated_bench_problems(config: SpecklabConfig) -> list[tuple[str, str]]:
+    """(config key, why) for each way the virtual bench would image the run wrongly; [] for a real camera.
 
-        return SAMPLE_NAMES
-    return None
-
-
-def check_bench_configuration(config: SpecklabConfig) -> None:
-    """Refuse (ValueError) a simulated run whose virtual bench is set up for another protocol's physics.
-
-    Pure, like :func:`check_samples`. Speckle-SIM masks shown on the reflection bench would record
-    frames of a reflective target behind a flowing medium: valid files whose statistics belong to
-    no protocol.
+    Pure: called by config validation, before any device is opened. Each of these used to give valid
+    run files of no protocol's physics, or a failure at the first frame:
+    * the bench set up for another protocol's physics (speckle-SIM masks on the reflection bench);
+    * a DMD of another shape than the one the bench maps onto the camera;
+    * speckle-SIM samples the bench cannot mount, or masks of another macro-pixel than the bench's pupil
+      sample (they would reach it as grey averages the protocol never shows);
+    * generalisation targets larger than the area the diffuser bench lights (the rest recorded as dark).
     """
     if config.devices.camera.kind != "simulated":
-        return
+        return []
     from acquisition.protocols import PROTOCOLS, canonical_name
+    from devices.bench.samples import SAMPLE_NAMES
 
     protocol = canonical_name(config.run.protocol)
+    params, bench, key = config.protocol_params(), config.bench_config(), f"protocols.{config.run.protocol}"
+    problems = []
     wanted = PROTOCOLS[protocol].simulated_bench
-    have = config.bench_config().configuration
-    if have != wanted:
-        raise ValueError(
-            f"the simulated bench is set up for {have!r}, but {protocol} is imaged by its {wanted!r}"
-            f" configuration (--set bench.configuration={wanted})"
+    if bench.configuration != wanted:
+        problems.append(
+            (
+                "bench.configuration",
+                f"the simulated bench is set up for {bench.configuration!r}, but {protocol} is imaged by its"
+                f" {wanted!r} configuration: leave bench.configuration out (it follows run.protocol) or"
+                f" --set bench.configuration={wanted}; the control panel keeps the physics it opened with:"
+                f" start it with --set run.protocol={protocol}",
+            )
         )
-
-
-def check_dmd_shape(config: SpecklabConfig) -> None:
-    """Refuse (ValueError) a simulated DMD of another shape than the one the virtual bench images.
-
-    The bench maps mirrors to the camera with its own ``bench.dmd`` geometry: a picture of any other
-    shape would fail at the first frame, after the run file was created.
-    """
-    if config.devices.camera.kind != "simulated":
-        return
-    dmd = config.bench_config().dmd
-    if tuple(config.dmd_shape) != (dmd.rows, dmd.cols):
+    if tuple(config.dmd_shape) != (bench.dmd.rows, bench.dmd.cols):
         rows, cols = config.dmd_shape
-        raise ValueError(
-            f"the DMD is {rows}x{cols} mirrors but the simulated bench images a {dmd.rows}x{dmd.cols} one"
-            " (bench.dmd.rows, bench.dmd.cols): set both to the same shape"
+        problems.append(
+            (
+                "devices.dmd.shape",
+                f"the DMD is {rows}x{cols} mirrors but the simulated bench images a {bench.dmd.rows}x"
+                f"{bench.dmd.cols} one (bench.dmd.rows, bench.dmd.cols): set both to the same shape",
+            )
         )
-
-
-def check_mask_grid(config: SpecklabConfig) -> None:
-    """Refuse (ValueError) speckle-SIM masks whose macro-pixel differs from the simulated bench's.
-
-    The speckle-SIM bench takes one pupil sample per ``bench.speckle_sim.macropixel_dmd_px`` block of
-    the DMD: masks of another macro-pixel would reach it as grey averages the protocol never shows.
-    """
-    from acquisition.protocols import canonical_name
-
-    if config.devices.camera.kind != "simulated" or canonical_name(config.run.protocol) != "speckle-sim":
-        return
-    bench = config.bench_config().speckle_sim.macropixel_dmd_px
-    masks = config.protocol_params().macro_pixel_px
-    if masks != bench:
-        raise ValueError(
-            f"masks of {masks}-mirror macro-pixels on a simulated bench that samples {bench}-mirror blocks"
-            f" (bench.speckle_sim.macropixel_dmd_px): set both to the same size"
-        )
-
-
-def check_target_area(config: SpecklabConfig) -> None:
-    """Refuse (ValueError) generalisation targets larger than the simulated diffuser bench's lit area.
-
-    The bench illuminates only the central ``bench.diffuser.illuminated_px`` mirrors (seed 003: ~128x128);
-    the rest of a larger target would be recorded as darkness, and a shifted test region as a black frame.
-    """
-    from acquisition.protocols import canonical_name
-
-    if config.devices.camera.kind != "simulated" or canonical_name(config.run.protocol) != "generalisation":
-        return
-    lit = config.bench_config().diffuser.illuminated_px
-    p = config.protocol_params()
-    side = p.canvas_px * p.block_px
-    if side > lit:
-        raise ValueError(
-            f"{p.canvas_px}x{p.canvas_px} target pixels at block_px={p.block_px} cover {side}x{side} mirrors,"
-            f" more than the {lit}x{lit} the simulated bench lights (bench.diffuser.illuminated_px)"
-        )
-
-
-def check_samples(config: SpecklabConfig) -> None:
-    """Refuse (ValueError naming them) the run protocol's ``samples`` that the bench cannot mount.
-
-    Pure: called by config validation, before any device is opened. A protocol images physical
-    samples when its parameters have a ``samples`` list (speckle-sim).
-    """
-    names = config.protocol_config().get("samples") or []
-    known = mountable_samples(config)
-    if known is None:
-        return
-    unknown = [str(n) for n in names if n not in known]
+    unknown = [str(n) for n in getattr(params, "samples", []) if n not in SAMPLE_NAMES]
     if unknown:
-        listed = ", ".join(repr(n) for n in unknown)
-        raise ValueError(
-            f"sample{'s' if len(unknown) > 1 else ''} {listed} cannot be mounted on the simulated bench"
-            f" (its samples: {', '.join(sorted(known))}; devices/bench/samples.py)"
+        problems.append(
+            (
+                f"{key}.samples",
+                f"{', '.join(map(repr, unknown))} cannot be mounted on the simulated bench (its samples:"
+                f" {', '.join(sorted(SAMPLE_NAMES))}; devices/bench/samples.py)",
+            )
         )
+    if protocol == "speckle-sim" and params.macro_pixel_px != bench.speckle_sim.macropixel_dmd_px:
+        problems.append(
+            (
+                f"{key}.macro_pixel_px",
+                f"masks of {params.macro_pixel_px}-mirror macro-pixels on a simulated bench that samples"
+                f" {bench.speckle_sim.macropixel_dmd_px}-mirror blocks (bench.speckle_sim.macropixel_dmd_px):"
+                " set both to the same size",
+            )
+        )
+    if protocol == "generalisation" and params.canvas_px * params.block_px > bench.diffuser.illuminated_px:
+        side, lit = params.canvas_px * params.block_px, bench.diffuser.illuminated_px
+        problems.append(
+            (
+                f"{key}.block_px",
+                f"{params.canvas_px}x{params.canvas_px} target pixels at block_px={params.block_px} cover"
+                f" {side}x{side} mirrors, more than the {lit}x{lit} the simulated bench lights"
+                " (bench.diffuser.illuminated_px)",
+            )
+        )
+    return problems
 
 
 def _console_or_none() -> Any:
@@ -223,7 +187,7 @@ def _open_dmd(cfg: Any, clock: SimClock | None) -> Dmd:
         dmd = AlpDmd(version=cfg.version, lib_dir=cfg.lib_dir, device_number=cfg.device_number)
         if tuple(dmd.shape) != tuple(cfg.shape):
             dmd.close()
-            raise ValueError(f"the DMD is {dmd.shape} (rows, cols), the config expects {tuple(cfg.shape)}")
+            raise DeviceRefused(f"the DMD is {dmd.shape} (rows, cols), the config expects {tuple(cfg.shape)}")
         return dmd
     raise ValueError(f"unknown DMD kind {cfg.kind!r}")
 

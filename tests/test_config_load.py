@@ -214,6 +214,8 @@ def test_simulated_sensor_constants_are_validated_and_reach_the_camera() -> None
         ("devices.camera.sensor.read_noise_e=nan", "devices.camera.sensor.read_noise_e"),
         ("protocols.bsbd.interval_s=inf", "protocols.bsbd.interval_s"),
         ("protocols.bsbd.magnification=inf", "protocols.bsbd.magnification"),
+        ("bench.diffuser.photons_per_s=inf", "bench.diffuser.photons_per_s"),
+        ("bench.medium.cuvette_path_um=nan", "bench.medium.cuvette_path_um"),
     ],
 )
 def test_non_finite_numbers_refused(override: str, key: str) -> None:

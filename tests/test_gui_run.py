@@ -136,7 +136,7 @@ def test_a_protocol_of_other_physics_is_refused_on_the_simulated_bench(qtbot, ma
     out = tmp_path / "never.h5"
     w.protocol.out.setText(str(out))
     qtbot.mouseClick(w.protocol.start_btn, 1)
-    assert "--set bench.configuration=speckle_sim" in w.protocol.message.text()
+    assert "start it with --set run.protocol=speckle-sim" in w.protocol.message.text()  # as gui.md says
     assert w.controller is None and not out.exists()
 
 

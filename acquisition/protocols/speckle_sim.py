@@ -9,7 +9,7 @@ of 768x1024 would not fit in memory).
 
 ``samples`` are physical samples: the engine mounts sample k before its block of N masks (the
 virtual bench switches its density rho, a real bench asks the operator) and config validation
-refuses names the bench cannot mount (``devices.factory.check_samples``).
+refuses names the bench cannot mount (``devices.factory.simulated_bench_problems``).
 """
 
 from __future__ import annotations

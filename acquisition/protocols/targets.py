@@ -35,7 +35,7 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 class TargetSetSpec(BaseModel):
     """Where a set of target images comes from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     source: TargetSource = "digits"
     path: str | None = Field(default=None, description="IDX images file (mnist) or folder (folder)")

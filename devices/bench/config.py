@@ -22,9 +22,10 @@ LIGHT_SPEED_M_S = 299_792_458.0  # exact (SI)
 
 
 class _Strict(BaseModel):
-    """Base: unknown keys are errors, assignments are re-validated."""
+    """Base: unknown keys are errors, assignments are re-validated, inf and NaN are refused (``gt=0``
+    lets inf through)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class DmdGeometry(_Strict):
