@@ -73,8 +73,8 @@ def cmd_crb(args: argparse.Namespace) -> int:
 
     try:  # before loading the run and fitting its background (minutes on a paper-scale run)
         resolve_device(args.device)
-    except RuntimeError as exc:  # "gpu" (not a torch device), or cuda on a machine without CUDA
-        print(f"specklab crb: --device {args.device!r}: {exc}", file=sys.stderr)
+    except ValueError as exc:  # "gpu" (not a torch device), or cuda on a machine without CUDA
+        print(f"specklab crb: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         res = crb_from_run(

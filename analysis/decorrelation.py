@@ -52,15 +52,25 @@ Method = Literal["pca", "ica", "gaussianize", "none"]
 METHODS: tuple[str, ...] = ("pca", "ica", "gaussianize", "none")
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` or None -> CUDA when available, else CPU; anything else must be usable here.
+
+    The one device choice of specklab (analysis, training, evaluation, benchmarks); ValueError for a
+    name torch does not know, CUDA on a machine without it, or a CUDA index it does not have.
+    """
     if isinstance(device, torch.device):
         return device
-    if device == "auto":
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' requested but CUDA is not available")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
     return dev
 
 

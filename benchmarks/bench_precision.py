@@ -53,6 +53,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from analysis.decorrelation import resolve_device  # noqa: E402
 from models.data import DataConfig  # noqa: E402
 from models.evaluate import MAX_CLIPPED_FRACTION  # noqa: E402
 from models.train import (  # noqa: E402
@@ -61,7 +62,6 @@ from models.train import (  # noqa: E402
     evaluate_fitted,
     fit,
     learnt,
-    select_device,
 )
 
 BINNING = 4
@@ -238,7 +238,7 @@ def main() -> None:
             f"{r['clipped_fraction']:>7.1%}  {ok}"
         )
     total = time.perf_counter() - t0
-    device = str(select_device(None))  # where fit and evaluate_fitted ran (TrainConfig.device is None)
+    device = str(resolve_device(None))  # where fit and evaluate_fitted ran (TrainConfig.device is None)
     print(json.dumps({"results": rows, "total_s": total, "device": device, "threads": args.threads}))
     if not all(math.isfinite(v) for r in rows for v in r["sigma_um"]):
         sys.exit(1)

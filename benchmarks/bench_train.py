@@ -24,9 +24,9 @@ import time
 import numpy as np
 import torch
 
+from analysis.decorrelation import resolve_device
 from models.architectures import ARCHITECTURES, build_model, count_parameters, localisation_loss
 from models.data import FramePipeline
-from models.train import select_device
 
 EPOCH_IMAGES = 125_000
 N_CLASSES = 81
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--arch", nargs="*", default=sorted(ARCHITECTURES))
     args = ap.parse_args()
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     rows = []
     threads = torch.get_num_threads()

@@ -469,9 +469,10 @@ def evaluate_checkpoint(
     from frames the training never saw (``lattice_side`` points per axis, at most ``lattice_frames``
     frames per point).
     """
-    from models.train import build_run_data, evaluation_state, load_model, select_device
+    from analysis.decorrelation import resolve_device
+    from models.train import build_run_data, evaluation_state, load_model
 
-    dev = select_device(device)
+    dev = resolve_device(device)
     model, ckpt = load_model(model_path, dev)
     data, source = build_run_data(run_path, ckpt["config"])
     try:

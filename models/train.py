@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from analysis.decorrelation import resolve_device
 from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
 from models.architectures import (
     HYPERPARAMETER_GRIDS,
@@ -78,7 +79,6 @@ __all__ = [
     "learnt",
     "load_model",
     "mse_um2",
-    "select_device",
     "train_repeats",
     "train_run",
 ]
@@ -130,24 +130,6 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------------
 # Device, seeds, RNG state
 # ---------------------------------------------------------------------------------------------------
-
-
-def select_device(preference: str | None = None) -> torch.device:
-    """``preference`` if given, else CUDA when available, else CPU; ValueError if not usable here."""
-    if not preference:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(preference)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {preference!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {preference!r}: CUDA is not available on this machine (use cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {preference!r}: this machine has {torch.cuda.device_count()} CUDA devices"
-            )
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -348,7 +330,7 @@ def fit(
         config = _resumed_config(previous["config"], config)
     elif resume:
         log.info("no checkpoint at %s: starting from scratch", ckpt_path)
-    device = select_device(config.device)
+    device = resolve_device(config.device)
 
     seed_everything(config.seed)
     model = build_model(config.arch, data.grid.n_classes, **config.model_kwargs).to(device)
@@ -543,7 +525,7 @@ def train_run(
     """Build the datasets of ``run_path`` and :func:`fit`; the checkpoint is written to ``out``."""
     if resume and Path(out).exists():
         config = _resumed_config(load_checkpoint(out)["config"], config)
-    select_device(config.device)  # a bad --device fails now, not after the (slow) data build
+    resolve_device(config.device)  # a bad --device fails now, not after the (slow) data build
     data, source = build_run_data(run_path, config)
     try:
         return fit(data, config, out, resume=resume, progress=progress)
@@ -566,7 +548,10 @@ def train_repeats(
     ``specklab evaluate OUT_DIR RUN.h5``.
     """
     out_dir = Path(out_dir)
-    select_device(config.device)  # a bad --device fails now, not after the (slow) data build
+    first = out_dir / f"{config.arch}_seed{config.seed:03d}.pt"
+    if resume and first.exists():  # as train_run: the series goes on with the settings it was trained with
+        config = _resumed_config(load_checkpoint(first)["config"], config)
+    resolve_device(config.device)  # a bad --device fails now, not after the (slow) data build
     data, source = build_run_data(run_path, config)
     paths = []
     try:
@@ -598,7 +583,7 @@ def grid_search_run(
     progress: bool = False,
 ) -> list[GridResult]:
     """Grid search for ``base.arch`` on a run: train each point for ``base.epochs``, score on held-out MSE."""
-    device = select_device(base.device)  # a bad --device fails now, not after the (slow) data build
+    device = resolve_device(base.device)  # a bad --device fails now, not after the (slow) data build
     data, source = build_run_data(run_path, base)
     try:
 
@@ -638,7 +623,7 @@ def evaluate_fitted(
     The lattice (:func:`models.data.build_calibration_lattice`) shifts the held-out S frames to a
     regular lattice around the D positions; see :func:`models.evaluate.evaluate_predictions`.
     """
-    device = select_device(ckpt["config"].get("device"))
+    device = resolve_device(ckpt["config"].get("device"))
     model = evaluation_model(ckpt, device)
     return evaluate_model(
         model, data, device=device, crb=crb, lattice_side=lattice_side, lattice_frames=lattice_frames

@@ -259,8 +259,10 @@ def test_device_selection():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("gpu")
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN case, before it is refused

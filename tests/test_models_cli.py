@@ -200,4 +200,4 @@ def test_bad_device_is_reported_before_any_data_work(tmp_path: Path, monkeypatch
         ):
             assert _run(argv) == 2, argv
             err = capsys.readouterr().err
-            assert err.startswith(f"specklab {argv[0]}: --device {device!r}") and message in err, err
+            assert err.startswith(f"specklab {argv[0]}: device {device!r}") and message in err, err

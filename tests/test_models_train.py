@@ -195,14 +195,14 @@ def test_an_unreadable_checkpoint_is_a_value_error(tmp_path: Path) -> None:
 
 
 def test_an_unusable_device_or_batch_size_is_a_value_error() -> None:
-    from models.train import select_device
+    from analysis.decorrelation import resolve_device
 
     with pytest.raises(ValueError, match="not a torch device"):
-        select_device("gpu")
+        resolve_device("gpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            select_device("cuda")
-    assert select_device("cpu") == torch.device("cpu")
+            resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         TrainConfig(batch_size=1)  # every batch of one frame is skipped: nothing would be trained
 
@@ -244,7 +244,8 @@ def test_streaming_training_resumes_exactly_and_workers_do_not_change_it(tmp_pat
 
 
 def test_resume_refuses_data_built_with_other_settings(tmp_path: Path) -> None:
-    """``train --repeats --resume`` builds the data from the command line: other options are refused.
+    """``fit`` refuses to resume on data built with other settings than its checkpoint's (the CLI resumes
+    with the checkpoint's own settings, see the next test).
 
     Same shifts (same seed and range) but 17 classes: before, the 33-class weights failed to load with
     a size-mismatch traceback; ``--no-background`` silently resumed on differently preprocessed frames.
@@ -257,3 +258,21 @@ def test_resume_refuses_data_built_with_other_settings(tmp_path: Path) -> None:
         again = TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2, "data": other})
         with pytest.raises(ValueError, match=f"other data settings \\({next(iter(change))}\\)"):
             fit(build_datasets(src, other), again, tmp_path / "m.pt", resume=True, progress=False)
+
+
+def test_resumed_repeats_go_on_with_their_own_settings(tmp_path: Path) -> None:
+    """``train --repeats N --resume`` takes the series' settings from its first checkpoint, as a single
+    ``--resume`` does, instead of refusing the command line's defaults."""
+    from models.synthetic import write_run
+    from models.train import train_repeats
+
+    run = write_run(blob_run(200, size=64), tmp_path / "run.h5")
+    cfg = TrainConfig(arch="dense", model_kwargs={"hidden": [8]}, epochs=1, batch_size=64, data=DATA)
+    first = train_repeats(run, cfg, tmp_path / "series", 2, progress=False)
+    defaults = TrainConfig(arch="dense", epochs=2)  # what a command line without the data options gives
+    again = train_repeats(run, defaults, tmp_path / "series", 2, resume=True, progress=False)
+    assert again == first
+    for path in again:
+        ckpt = load_checkpoint(path)
+        assert ckpt["epoch"] == 2 and ckpt["config"]["data"] == DATA.to_dict()
+        assert ckpt["config"]["model_kwargs"] == {"hidden": [8]}
