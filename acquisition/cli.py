@@ -102,6 +102,15 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     Path(path).write_bytes(png)
 
 
+def _output_refused(path: Path, overwrite: bool) -> str | None:
+    """Why a run file may not be written at ``path`` (a folder; an existing file without --overwrite)."""
+    if path.is_dir():
+        return f"{path} is a folder, not a run file"
+    if path.exists() and not overwrite:
+        return f"{path} exists (use --overwrite to replace it)"
+    return None
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """Every override of the config file, ``--protocol`` as ``run.protocol=...``: what a run file records
     (``config_overrides``), so that the file plus these rebuild the run's config."""
@@ -137,11 +146,9 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg, plan = loaded
     out = Path(args.out) if args.out else default_output(cfg, plan.protocol)
-    if out.is_dir():
-        print(f"specklab acquire: {out} is a folder, not a run file", file=sys.stderr)
-        return EXIT_USAGE
-    if out.exists() and not args.overwrite:
-        print(f"specklab acquire: {out} exists (use --overwrite to replace it)", file=sys.stderr)
+    problem = _output_refused(out, args.overwrite)
+    if problem:
+        print(f"specklab acquire: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if len(plan.events) == 0:
         print("specklab acquire: the plan has no frames", file=sys.stderr)
@@ -260,13 +267,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.to:
         to = Path(args.to)
-        problem = None
-        if to.exists() and to.resolve() == Path(args.run).resolve():
-            problem = f"--to {to} is the run being replayed"
-        elif to.is_dir():
-            problem = f"--to {to} is a folder, not a run file"
-        elif to.exists() and not args.overwrite:
-            problem = f"{to} exists (use --overwrite to replace it)"
+        same = to.exists() and to.resolve() == Path(args.run).resolve()
+        problem = f"--to {to} is the run being replayed" if same else _output_refused(to, args.overwrite)
         if problem:
             print(f"specklab replay: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -405,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="stream a stored run through the live sinks")
     p.add_argument("run", help="run file (.h5)")
-    p.add_argument("--speed", type=float, default=None, help="x recorded pace (default: as fast as possible)")
+    p.add_argument(
+        "--speed", type=positive_float, default=None, help="x recorded pace (default: as fast as possible)"
+    )
     p.add_argument("--to", help="also record the replayed stream into this run file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
     p.add_argument("--no-progress", action="store_true")

@@ -295,6 +295,7 @@ class CrbResult:
             "frames_used": self.frames_used,
             "method": f.method,
             "step_rule": f.method,
+            "step_rules": list(f.step_rules),
             "step_notes": [
                 a.robust.note if rule == "robust" else ""
                 for a, rule in zip(f.axes, f.step_rules, strict=True)

@@ -139,8 +139,8 @@ class FisherMatrixResult:
     bins: int
     axes: list[FisherResult]  # the per-axis scans that chose the steps
     decorrelation: Decorrelation
+    step_rules: list[str]  # per axis: the rule that chose its step
     timings: dict[str, float] = field(default_factory=dict)
-    step_rules: list[str] = field(default_factory=list)  # per axis: the rule that chose its step
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from acquisition.cli import int_at_least  # noqa: E402
 from acquisition.engine import BenchEngine  # noqa: E402
 from acquisition.events import Event, Plan  # noqa: E402
 from acquisition.hdf5_writer import WriterOptions  # noqa: E402
@@ -197,15 +198,15 @@ def bench_simulated(n: int, path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames-small", type=int, default=20000, help="frames at 128x128")
-    ap.add_argument("--frames-large", type=int, default=300, help="frames at 2048x2048 (8 MB each)")
+    # counts of 0 would give inf/inf ratios, which read as "goal met"
+    ap.add_argument("--frames-small", type=int_at_least(1), default=20000, help="frames at 128x128")
+    ap.add_argument(
+        "--frames-large", type=int_at_least(1), default=300, help="frames at 2048x2048 (8 MB each)"
+    )
     ap.add_argument("--dir", default=None, help="directory on the disk to test (default: a temp dir)")
-    ap.add_argument("--repeat", type=int, default=3, help="best of N for each measurement")
+    ap.add_argument("--repeat", type=int_at_least(1), default=3, help="best of N for each measurement")
     ap.add_argument("--bench", action="store_true", help="also run the simulated bench (bsbd)")
     args = ap.parse_args()
-    for name in ("frames_small", "frames_large", "repeat"):
-        if getattr(args, name) < 1:  # 0 gives inf/inf ratios, which read as "goal met"
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
         print(f"disk: {d}  (best of {args.repeat}, numpy and HDF5 interleaved, both fsynced)")

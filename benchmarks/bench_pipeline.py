@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from acquisition.cli import int_at_least  # noqa: E402
 from acquisition.config import load_config  # noqa: E402
 from acquisition.hdf5_writer import WriterOptions  # noqa: E402
 from acquisition.runner import record  # noqa: E402
@@ -76,12 +77,10 @@ def main() -> None:
     default_config = Path(__file__).resolve().parents[1] / "configs" / "sim-bench.toml"
     ap.add_argument("--config", default=str(default_config))
     ap.add_argument("--protocol", default="bsbd")
-    ap.add_argument("--frames", type=int, default=20000)
+    ap.add_argument("--frames", type=int_at_least(2), default=20000)  # timed after a warm-up frame
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--dir", default=None, help="folder for the run file (default: a temporary folder)")
     args = ap.parse_args()
-    if args.frames < 2:  # the generation times the frames after a warm-up one
-        ap.error("--frames must be >= 2")
     overrides = [f"run.protocol={args.protocol}", f"frames={args.frames}", *args.set]
     cfg = load_config(args.config, overrides)
 

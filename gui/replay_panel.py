@@ -149,9 +149,9 @@ class ReplayPanel(QWidget):
         try:
             self.reader = RunReader(path)
             self._load_metadata()
-        except (FileNotFoundError, RunFileError, OSError) as exc:
+        except (RunFileError, OSError) as exc:  # missing, not HDF5, or not a specklab run
             return self._refuse(path, str(exc))
-        except Exception as exc:  # noqa: BLE001 - e.g. another program's HDF5 file with /entry/data/frames
+        except Exception as exc:  # noqa: BLE001 - a run file damaged inside: refused, never a crashed window
             what = f"{type(exc).__name__}: {exc}"
             return self._refuse(path, f"{path} is not a readable specklab run file ({what})")
         r = self.reader

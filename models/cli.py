@@ -239,7 +239,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         "--epochs", type=int_at_least(1), default=50, help="total epochs (with --resume: train up to this)"
     )
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int_at_least(2), default=256)
     p.add_argument("--seed", type=int, default=0, help="initialisation / batch-order seed")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the shifts and the held-out split")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -251,7 +251,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         help="evaluate the last epoch's weights (default: the epoch with the lowest held-out S error)",
     )
     p.add_argument("--n-classes", type=int, default=81, help="N_h classes per axis (81: one per px of shift)")
-    p.add_argument("--shift-max-px", type=int, default=40, help="S-frame shifts uniform in [-m, m] camera px")
+    p.add_argument(
+        "--shift-max-px", type=int_at_least(1), default=40, help="S-frame shifts uniform in [-m, m] camera px"
+    )
     p.add_argument("--shift-mode", choices=["roll", "zero"], default="roll")
     p.add_argument("--holdout-fraction", type=float, default=0.1, help="S frames kept for bias correction")
     p.add_argument(
@@ -264,7 +266,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-train", type=int_at_least(1), default=None, help="use at most this many training frames"
     )
-    p.add_argument("--max-test", type=int, default=None, help="use at most this many D frames")
+    p.add_argument("--max-test", type=int_at_least(1), default=None, help="use at most this many D frames")
     p.add_argument(
         "--no-background",
         action="store_true",

@@ -121,9 +121,12 @@ def test_replay_never_overwrites_a_run_unasked(run_file, tmp_path, capsys):
     assert "specklab replay: FileExistsError" in capsys.readouterr().err
 
 
-def test_replay_bad_speed_is_a_usage_error(run_file, capsys):
-    assert cli.main(["replay", str(run_file), "--no-progress", "--speed", "0"]) == cli.EXIT_USAGE
-    assert "speed must be > 0" in capsys.readouterr().err
+@pytest.mark.parametrize("speed", ["0", "nan", "-1"])
+def test_replay_bad_speed_is_a_usage_error(run_file, speed, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["replay", str(run_file), "--no-progress", "--speed", speed])
+    assert stop.value.code == cli.EXIT_USAGE
+    assert "argument --speed: must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_replay_ctrl_c_exits_as_aborted(run_file, monkeypatch, capsys):

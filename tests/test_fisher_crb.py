@@ -144,4 +144,5 @@ def test_crb_json_without_analytic_reference_has_nulls():
     for key in ("analytic_crb_um", "crb_ratio", "analytic_fisher", "analytic"):
         assert key in out and out[key] is None, key
     assert out["step_rule"] == out["method"] == "robust" and all(out["step_notes"])
+    assert out["step_rules"] == ["robust", "robust"]
     json.dumps(out, allow_nan=False)
