@@ -68,6 +68,7 @@ def _safe(obj: Any) -> Any:
 
 def cmd_crb(args: argparse.Namespace) -> int:
     """Run the CRB analysis and print the result."""
+    from acquisition.reader import RunFileError
     from analysis.crb import crb_from_run
     from analysis.decorrelation import resolve_device
 
@@ -92,10 +93,10 @@ def cmd_crb(args: argparse.Namespace) -> int:
                 "device": args.device,
             },
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, RunFileError) as exc:  # no file, or not a run: bad input, as for info
         print(f"specklab crb: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:  # the run cannot give a CRB
         print(f"specklab crb: {exc}", file=sys.stderr)
         return EXIT_FAILED
     out = _safe(res.as_dict())

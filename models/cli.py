@@ -2,7 +2,8 @@
 
 Registered into the main parser by ``acquisition/cli.py`` through :func:`register`.  Like the other
 subcommands, results meant for scripts (``evaluate --json``, ``grid-search``) go to stdout as one JSON
-object; progress bars and diagnostics go to stderr.  Exit codes: 0 success, 2 bad usage/input.
+object; progress bars and diagnostics go to stderr.  Exit codes, as the other subcommands: 0 success,
+1 the output file refused, 2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from models import LATTICE_MAX_FRAMES, LATTICE_SIDE
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
@@ -160,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             Path(args.out).write_text(text)
         except OSError as exc:
             print(f"specklab evaluate: cannot write --out: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return EXIT_FAILED
     if args.json:
         print(text)
     else:
@@ -220,12 +221,16 @@ def cmd_grid_search(args: argparse.Namespace) -> int:
         results = grid_search_run(
             args.run, cfg, max_parameters=args.max_parameters, progress=not args.no_progress
         )
-        text = json.dumps(_json_safe({"arch": cfg.arch, "results": [asdict(r) for r in results]}))
-        if args.out:
-            Path(args.out).write_text(text)
     except _input_errors() as exc:
         print(f"specklab grid-search: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    text = json.dumps(_json_safe({"arch": cfg.arch, "results": [asdict(r) for r in results]}))
+    if args.out:
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            print(f"specklab grid-search: cannot write --out: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     print(text)
     return EXIT_OK
 

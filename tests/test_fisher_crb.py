@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 
@@ -68,6 +69,9 @@ def test_specklab_crb_cli_on_simulated_fisher_scan(tmp_path, capsys):
     assert res["frames_used"] == 520 and res["role"] == "F"
     assert res["fisher"][0][1] == res["fisher"][1][0]
     assert cli.main(["crb", str(tmp_path / "missing.h5")]) == 2
+    with h5py.File(tmp_path / "other.h5", "w") as f:  # another program's HDF5 file: bad input, as for info
+        f["x"] = 1
+    assert cli.main(["crb", str(tmp_path / "other.h5")]) == 2
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,10 @@ def test_train_evaluate_report_round_trip(tmp_path: Path, capsys) -> None:
     line = capsys.readouterr().out  # the human-readable summary
     assert line.startswith("σ = (") and "uncorrected σ/m′ = (" in line and "clipped 0.0%" in line
 
+    unwritable = str(tmp_path / "no-such-folder" / "e.json")  # the output refused: 1, as for acquire
+    assert _run(["evaluate", str(model), str(run), "--no-bias-correction", "--out", unwritable]) == 1
+    assert "cannot write --out" in capsys.readouterr().err
+
     assert _run(["evaluate", str(tmp_path / "missing.pt"), str(run), "--json"]) == 2
 
 
