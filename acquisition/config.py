@@ -275,6 +275,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     ``frames=N`` is applied last, to ``protocols.<run.protocol>.frames``, so that
     ``--set run.protocol=fisher-scan --set frames=100`` means 100 fisher-scan frames.
     """
+    _normalise_protocol_keys(data)  # so that an override spelled either way lands in the file's table
     origin: dict[str, str] = {}
     frames: tuple[Any, str] | None = None
     for text in overrides:
@@ -282,7 +283,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if keys == ["frames"]:
             frames = (value, text)
             continue
-        keys = _as_spelled(data, keys)
+        keys = _canonical_keys(keys)
         _set_in(data, keys, value, text)
         origin[".".join(keys)] = text
     if frames is not None:
@@ -292,23 +293,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             name = canonical_name(str(name))
         except KeyError as e:
             raise ConfigError(f"--set {frames[1]!r}: {e.args[0]} in run.protocol") from None
-        keys = _as_spelled(data, ["protocols", name, "frames"])
+        keys = ["protocols", name, "frames"]
         _set_in(data, keys, frames[0], frames[1])
         origin[".".join(keys)] = frames[1]
     return origin
-
-
-def _as_spelled(data: dict[str, Any], keys: list[str]) -> list[str]:
-    """``protocols.<name>...`` under the spelling ``data`` already uses (``speckle_sim`` or ``speckle-sim``).
-
-    Without this an override spelled the other way than the file would make a second, unknown table.
-    """
-    table = data.get("protocols")
-    if len(keys) < 2 or keys[0] != "protocols" or not isinstance(table, dict):
-        return keys
-    name = keys[1].replace("_", "-")
-    spelled = next((str(k) for k in table if str(k).replace("_", "-") == name), keys[1])
-    return ["protocols", spelled, *keys[2:]]
 
 
 def _normalise_protocol_keys(data: dict[str, Any]) -> None:
@@ -325,11 +313,11 @@ _DEVICE_KINDS = ("simulated", "alp", "micromanager", "newera")
 _NO_INPUT_ECHO = ("missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found")
 
 
-def _key_parts(key: str) -> list[str]:
-    parts = key.split(".")
-    if len(parts) > 1 and parts[0] == "protocols":
-        parts[1] = parts[1].replace("_", "-")  # [protocols.speckle_sim] is [protocols.speckle-sim]
-    return parts
+def _canonical_keys(keys: list[str]) -> list[str]:
+    """``protocols.speckle_sim...`` as ``protocols.speckle-sim...`` (the registry's spelling)."""
+    if len(keys) > 1 and keys[0] == "protocols" and keys[1].replace("_", "-") in PROTOCOLS:
+        return ["protocols", keys[1].replace("_", "-"), *keys[2:]]
+    return keys
 
 
 def _origin_hint(key: str, origin: Mapping[str, str] | None) -> str:
@@ -338,10 +326,10 @@ def _origin_hint(key: str, origin: Mapping[str, str] | None) -> str:
     An error can sit above the overridden value (``protocols.bsbd``: interval shorter than exposure)
     or below it (``devices.camera.roi.0`` from ``--set devices.camera.roi=[...]``).
     """
-    want = _key_parts(key)
+    want = _canonical_keys(key.split("."))
     hits = []
     for k, text in (origin or {}).items():
-        have = _key_parts(k)
+        have = _canonical_keys(k.split("."))
         if have[: len(want)] == want or want[: len(have)] == have:
             hits.append(f" [from --set {text}]")
     return "".join(hits)
